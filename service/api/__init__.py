@@ -1,0 +1,1 @@
+"""The FastAPI server: POST /forecast, POST /classify, health, metadata and metrics."""

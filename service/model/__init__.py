@@ -1,0 +1,1 @@
+"""Model code shared by the trainer and the server (no web framework imported here)."""

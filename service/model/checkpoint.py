@@ -1,0 +1,143 @@
+"""Checkpoints as directories: weights in safetensors, everything else in a JSON config.
+
+A checkpoint directory holds exactly two files:
+
+- ``model.safetensors``: the tensors of the model's ``state_dict``. safetensors stores raw
+  tensors only, so loading a checkpoint never unpickles anything (``torch.load`` would).
+- ``config.json``: what is needed to rebuild and use the model (architecture, channel names,
+  normalisation, solver settings, metrics, data fingerprint, code version) plus the SHA-256 of
+  the weights file.
+
+Loading verifies the hash before reading a tensor and checks the config's format, so a
+tampered, truncated or foreign file is refused with a :class:`CheckpointError` that says which
+file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from service import __version__
+
+FORMAT = "odecast-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, malformed, or does not match its recorded hash."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(directory: str | Path, kind: str, state_dict: dict[str, torch.Tensor],
+                    config: dict[str, Any]) -> str:
+    """Write a checkpoint atomically and return the weights' SHA-256.
+
+    The files are written to a temporary sibling directory that then replaces ``directory``,
+    so a crash mid-write never leaves a half-written checkpoint where a server would load it.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        tensors = {name: t.detach().cpu().contiguous() for name, t in state_dict.items()}
+        save_file(tensors, str(staging / WEIGHTS_FILE))
+        weights_sha256 = sha256_file(staging / WEIGHTS_FILE)
+        full = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
+                "code_version": __version__, "weights_sha256": weights_sha256, **config}
+        (staging / CONFIG_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        # Keep any extra files (plots) that an earlier save put next to the checkpoint.
+        if directory.exists():
+            for extra in directory.iterdir():
+                if extra.name not in (WEIGHTS_FILE, CONFIG_FILE) and extra.is_file():
+                    shutil.copy2(extra, staging / extra.name)
+            backup = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(directory, backup)
+            os.replace(staging, directory)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+        os.chmod(directory, 0o755)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return weights_sha256
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """Read and validate ``config.json`` without touching the weights."""
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a checkpoint directory")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: 'format' is {config.get('format')!r}, expected {FORMAT!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported format_version {config.get('format_version')!r}")
+    for key in ("kind", "weights_sha256"):
+        if not isinstance(config.get(key), str):
+            raise CheckpointError(f"{path}: '{key}' missing or not a string")
+    return config
+
+
+def load_checkpoint(directory: str | Path, kind: str | None = None
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Return ``(config, state_dict)`` after checking the format, the kind and the weights' hash."""
+    directory = Path(directory)
+    config = read_config(directory)
+    if kind is not None and config["kind"] != kind:
+        raise CheckpointError(f"{directory}: holds a {config['kind']!r} model, expected {kind!r}")
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    actual = sha256_file(weights)
+    if actual != config["weights_sha256"]:
+        raise CheckpointError(f"{weights}: SHA-256 {actual[:12]}… does not match the config's "
+                              f"{config['weights_sha256'][:12]}…; the file was changed or corrupted")
+    try:
+        state_dict = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    return config, state_dict
+
+
+def load_state_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
+    """Load weights into a freshly built module; any missing, extra or misshapen tensor is an error."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: weights do not match the config's architecture "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for name, tensor in state_dict.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{where}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                                  f"the architecture needs {tuple(expected[name].shape)}")
+    module.load_state_dict(state_dict)

@@ -1,0 +1,74 @@
+"""Checkpoint directories: round trip, and refusal of tampered or malformed files."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from service.model.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_checkpoint,
+    load_state_strict,
+    save_checkpoint,
+)
+
+
+def test_round_trip(tmp_path):
+    model = nn.Linear(3, 2)
+    digest = save_checkpoint(tmp_path / "ckpt", "toy", model.state_dict(), {"model": {"n_in": 3}})
+    config, state = load_checkpoint(tmp_path / "ckpt", kind="toy")
+    assert config["weights_sha256"] == digest
+    assert config["model"] == {"n_in": 3}
+    fresh = nn.Linear(3, 2)
+    load_state_strict(fresh, state, "ckpt")
+    assert torch.equal(fresh.weight, model.weight)
+
+
+def test_resave_keeps_extra_files(tmp_path):
+    save_checkpoint(tmp_path / "c", "toy", nn.Linear(1, 1).state_dict(), {})
+    (tmp_path / "c" / "plot.png").write_bytes(b"png")
+    save_checkpoint(tmp_path / "c", "toy", nn.Linear(1, 1).state_dict(), {})
+    assert (tmp_path / "c" / "plot.png").read_bytes() == b"png"
+
+
+def test_tampered_weights_refused(tmp_path):
+    save_checkpoint(tmp_path / "c", "toy", nn.Linear(3, 2).state_dict(), {})
+    weights = tmp_path / "c" / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path / "c")
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda cfg: "not json {",
+    lambda cfg: json.dumps([1, 2]),
+    lambda cfg: json.dumps({**cfg, "format": "pickle"}),
+    lambda cfg: json.dumps({**cfg, "format_version": 99}),
+    lambda cfg: json.dumps({k: v for k, v in cfg.items() if k != "weights_sha256"}),
+])
+def test_malformed_config_refused(tmp_path, mutate):
+    save_checkpoint(tmp_path / "c", "toy", nn.Linear(3, 2).state_dict(), {})
+    path = tmp_path / "c" / CONFIG_FILE
+    path.write_text(mutate(json.loads(path.read_text())))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_wrong_kind_and_missing_dir_refused(tmp_path):
+    save_checkpoint(tmp_path / "c", "toy", nn.Linear(3, 2).state_dict(), {})
+    with pytest.raises(CheckpointError, match="expected 'latent_ode'"):
+        load_checkpoint(tmp_path / "c", kind="latent_ode")
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_architecture_mismatch_refused(tmp_path):
+    save_checkpoint(tmp_path / "c", "toy", nn.Linear(3, 2).state_dict(), {})
+    _, state = load_checkpoint(tmp_path / "c")
+    with pytest.raises(CheckpointError, match="shape"):
+        load_state_strict(nn.Linear(4, 2), state, "c")

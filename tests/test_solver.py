@@ -1,0 +1,58 @@
+"""The solver wrapper against dy/dt = y, whose solution is exp(t)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from service.model.solver import CountingFunc, SolverConfig, SolverStepLimitError, solve
+
+
+class Growth(nn.Module):
+    def forward(self, t, y):
+        return y
+
+
+@pytest.mark.parametrize(("method", "step_size", "tolerance"), [
+    ("euler", 1e-3, 2e-3),
+    ("rk4", 0.05, 1e-6),
+    ("dopri5", None, 1e-5),
+])
+def test_exponential_growth(method, step_size, tolerance):
+    config = SolverConfig(method=method, rtol=1e-7, atol=1e-9, step_size=step_size)
+    t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    y = solve(Growth(), torch.ones(1, dtype=torch.float64), t, config)
+    expected = torch.exp(t)
+    assert torch.allclose(y[:, 0], expected, rtol=tolerance, atol=0)
+
+
+def test_backwards_in_time():
+    t = torch.tensor([0.0, -1.0], dtype=torch.float64)
+    y = solve(Growth(), torch.ones(1, dtype=torch.float64), t, SolverConfig(rtol=1e-8, atol=1e-10))
+    assert y[-1].item() == pytest.approx(math.exp(-1.0), rel=1e-6)
+
+
+def test_nfe_is_counted():
+    func = CountingFunc(Growth())
+    solve(func, torch.ones(1), torch.tensor([0.0, 1.0]), SolverConfig())
+    assert func.nfe >= 6  # dopri5 needs at least one full step of six stages
+
+
+def test_step_cap_raises_clean_error():
+    class Stiff(nn.Module):
+        def forward(self, t, y):
+            return -1e6 * (y - torch.cos(t))
+
+    config = SolverConfig(rtol=1e-9, atol=1e-9, max_num_steps=20)
+    with pytest.raises(SolverStepLimitError, match="max_num_steps"):
+        solve(Stiff(), torch.ones(1), torch.tensor([0.0, 10.0]), config)
+
+
+def test_config_round_trip_and_validation():
+    config = SolverConfig(method="rk4", step_size=0.1)
+    assert SolverConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown ODE method"):
+        SolverConfig(method="magic")
+    with pytest.raises(ValueError, match="unknown solver settings"):
+        SolverConfig.from_dict({"method": "rk4", "tol": 1})

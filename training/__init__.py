@@ -1,0 +1,1 @@
+"""Offline trainers for the latent ODE and the MNIST classifiers (never imports FastAPI)."""
