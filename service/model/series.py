@@ -1,0 +1,101 @@
+"""Irregularly sampled series, and the normalisation that maps them into model units.
+
+A :class:`Series` is what every data source (spiral generator, CSV file, API request) produces:
+its own timestamps, one row of channel values per timestamp, NaN where a channel was not
+observed. :class:`Normalization` is fitted on the training split and stored in the checkpoint,
+so the server takes and returns times and values in the user's own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Series:
+    """One series: ``times`` (n,) strictly increasing; ``values`` (n, C) with NaN = missing."""
+
+    times: np.ndarray
+    values: np.ndarray
+    id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.times = np.asarray(self.times, dtype=np.float64)
+        self.values = np.asarray(self.values, dtype=np.float64)
+        if self.values.ndim == 1:
+            self.values = self.values[:, None]
+        if self.times.ndim != 1 or self.values.shape[0] != self.times.shape[0]:
+            raise ValueError(f"series {self.id!r}: {self.times.shape[0]} times but "
+                             f"{self.values.shape[0]} rows of values")
+        if self.times.size and not np.all(np.diff(self.times) > 0):
+            raise ValueError(f"series {self.id!r}: times must be strictly increasing")
+
+    @property
+    def mask(self) -> np.ndarray:
+        return ~np.isnan(self.values)
+
+    @property
+    def num_channels(self) -> int:
+        return self.values.shape[1]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """``model_time = time / time_scale``; ``model_value = (value - mean) / std`` per channel.
+
+    Only the time *scale* is normalised: the latent dynamics are autonomous and every series
+    is solved in time relative to its own first observation, so no time origin is needed.
+    """
+
+    time_scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, series: list[Series], time_span: float = 1.0) -> Normalization:
+        """Scale times so the median series spans ``time_span``; standardise each channel.
+
+        Statistics use observed entries only; a channel never observed (or constant) keeps
+        std 1 so it cannot divide by zero.
+        """
+        spans = [s.times[-1] - s.times[0] for s in series if s.times.size > 1]
+        median_span = float(np.median(spans)) if spans else 0.0
+        time_scale = median_span / time_span if median_span > 0 else 1.0
+        values = np.concatenate([s.values for s in series], axis=0)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(values, axis=0)
+            std = np.nanstd(values, axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
+        return cls(time_scale, tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+    def times(self, times: np.ndarray) -> np.ndarray:
+        return np.asarray(times, dtype=np.float64) / self.time_scale
+
+    def values(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
+
+    def unvalues(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values) * np.asarray(self.std) + np.asarray(self.mean)
+
+    def unscale(self, spread: np.ndarray) -> np.ndarray:
+        """Map a standard deviation (not a value) back to user units."""
+        return np.asarray(spread) * np.asarray(self.std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time_scale": self.time_scale, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalization:
+        try:
+            norm = cls(float(data["time_scale"]), tuple(map(float, data["mean"])),
+                       tuple(map(float, data["std"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed normalization {data!r}: {exc}") from exc
+        if len(norm.mean) != len(norm.std) or norm.time_scale <= 0 or min(norm.std, default=1) <= 0:
+            raise ValueError(f"inconsistent normalization {data!r}")
+        return norm
