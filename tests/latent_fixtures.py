@@ -8,10 +8,16 @@ from service.model.series import Series
 from training.latent_ode import TrainConfig
 
 
+def curve(times: np.ndarray, phase: float) -> np.ndarray:
+    return np.stack([np.sin(times + phase), 2 + np.cos(times + phase)], axis=1)
+
+
 def sine_series(count: int, points: int, seed: int, missing: float = 0.2) -> list[Series]:
     """Two-channel sinusoids (sin, cos of t + phase) at irregular times, with missing entries.
 
     Lengths and time origins differ between series; every row keeps at least one channel.
+    Like the spirals, each carries its clean continuation in ``extra["future_times"]`` and
+    ``extra["future_values"]``.
     """
     rng = np.random.default_rng(seed)
     series = []
@@ -19,12 +25,13 @@ def sine_series(count: int, points: int, seed: int, missing: float = 0.2) -> lis
         n = int(rng.integers(points // 2, points + 1))
         times = np.sort(rng.choice(np.linspace(0, 6, 4 * points), size=n, replace=False)) + rng.uniform(0, 50)
         phase = rng.uniform(0, 2 * np.pi)
-        values = np.stack([np.sin(times + phase), 2 + np.cos(times + phase)], axis=1)
-        values += 0.05 * rng.standard_normal(values.shape)
+        values = curve(times, phase) + 0.05 * rng.standard_normal((n, 2))
         drop = rng.random(values.shape) < missing
         drop[drop.all(axis=1), 0] = False
         values[drop] = np.nan
-        series.append(Series(times, values, f"sine-{seed}-{i}"))
+        future = times[-1] + np.linspace(0.2, 2.0, 6)
+        series.append(Series(times, values, f"sine-{seed}-{i}",
+                             extra={"future_times": future, "future_values": curve(future, phase)}))
     return series
 
 

@@ -25,14 +25,18 @@ def training_loss(model: LatentODE, series: list[Series], normalization) -> floa
 def test_short_training_lowers_the_loss():
     config = tiny_config(epochs=6, kl_warmup_epochs=2)
     train_series = sine_series(24, 14, seed=0)
-    forecaster, metrics = train(config, train_series, sine_series(6, 14, seed=1))
+    forecaster, metrics = train(config, train_series, sine_series(6, 14, seed=1),
+                                test_series=sine_series(4, 14, seed=2))
     torch.manual_seed(config.seed)
     untrained = LatentODE(config.model_config(2))
     before = training_loss(untrained, train_series, forecaster.normalization)
     after = training_loss(forecaster.model, train_series, forecaster.normalization)
     assert after < 0.75 * before
-    assert metrics["val_interp_mse"] is not None and metrics["val_extrap_mse"] is not None
     assert 1 <= metrics["epoch"] <= 6
+    for name in ("val_interp_mse", "val_extrap_mse", "val_future_rmse", "test_interp_mse", "test_extrap_mse",
+                 "test_future_rmse"):
+        assert np.isfinite(metrics[name]) and metrics[name] > 0, name
+    assert metrics["val_mse"] == pytest.approx((metrics["val_interp_mse"] + metrics["val_extrap_mse"]) / 2)
 
 
 def last_weights(out):
