@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from service.model.checkpoint import save_checkpoint
+from service.model.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from service.model.classifier import KIND
 from service.model.mnist_nets import ARCHITECTURES, build_classifier, complete_architecture, parameter_count
 from service.model.odenet import GRADIENT_MODES
@@ -72,6 +72,7 @@ class TrainConfig:
     threads: int | None = None
     device: str | None = None
     resume: bool = False
+    init_from: str | None = None  # start from this checkpoint's weights (same parameters)
 
     def architecture(self) -> dict[str, Any]:
         by_model = {"odenet": {"tol": self.tol, "gradient": self.gradient, "segments": self.segments},
@@ -94,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient", choices=GRADIENT_MODES, default=None)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.train_state/")
+    parser.add_argument("--init-from", help="start from the weights of this checkpoint, whose architecture "
+                        "has the same parameters (e.g. an rknet to fine-tune as an odenet)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -210,6 +213,11 @@ def run(args: argparse.Namespace) -> None:
     progress: dict[str, Any] = {"epoch": 0, "best_accuracy": -1.0, "wall_time_s": 0.0, "history": []}
     if config.resume:
         progress = load_train_state(config, raw, optimizer)
+    elif config.init_from:
+        source_config, state = load_checkpoint(config.init_from, kind=KIND)
+        load_state_strict(raw, state, config.init_from)
+        progress["initialized_from"] = {key: source_config[key] for key in
+                                        ("architecture", "weights_sha256", "metrics", "epochs", "training")}
     model = distributed.wrap(raw, ctx)
 
     rank_batch = config.batch_size // ctx.world_size
@@ -278,4 +286,5 @@ def save_best(config: TrainConfig, model: torch.nn.Module, record: dict[str, Any
         "training": {k: v for k, v in asdict(config).items() if k not in ("resume", "device", "out")},
         "wall_time_s": progress["wall_time_s"],
         "history": progress["history"],
+        "initialized_from": progress.get("initialized_from"),
     })
