@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.mnist_files import idx_bytes, write_split
 from training.data.mnist_idx import (
     MNISTFormatError,
     fingerprint,
@@ -20,22 +21,6 @@ from training.data.mnist_idx import (
 SAMPLE = Path(__file__).parent / "data" / "mnist-sample"
 FULL = Path(os.environ.get("ODECAST_MNIST_DIR",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"))
-
-
-def idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_split(directory: Path, split: str, images: np.ndarray, labels: np.ndarray, gz: bool) -> None:
-    prefix = {"train": "train", "test": "t10k"}[split]
-    for kind, dims, array, magic in (("images", "idx3", images, 2051), ("labels", "idx1", labels, 2049)):
-        data = idx_bytes(array, magic)
-        name = f"{prefix}-{kind}-{dims}-ubyte"
-        if gz:
-            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (directory / name).write_bytes(data)
 
 
 def random_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
