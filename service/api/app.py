@@ -19,7 +19,9 @@ from service.api.errors import install_error_handlers
 from service.api.metrics import Metrics
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.api.registry import ModelRegistry
-from service.api.routes import forecast, health, metrics, models
+from service.api.routes import classify, forecast, health, inference, metrics, models
+from service.api.schemas.classify import ClassifyRequest
+from service.api.schemas.inference import InferRequest
 from service.api.settings import Settings
 
 log = logging.getLogger("odecast.app")
@@ -49,6 +51,26 @@ def describe(settings: Settings) -> str:
     return DESCRIPTION + "\n".join(rows) + "\n"
 
 
+# Bodies that routes read by hand (JSON or multipart; JSON header plus binary tensors), so FastAPI
+# does not put them in the OpenAPI components; the routes' openapi_extra refers to them there.
+HAND_READ_BODIES = (ClassifyRequest, InferRequest)
+
+
+def _document_hand_read_bodies(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schemas = generate().setdefault("components", {}).setdefault("schemas", {})
+            for model in HAND_READ_BODIES:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app_metrics = Metrics()
@@ -71,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = app_metrics
     app.state.registry = None
     install_error_handlers(app)
-    for module in (forecast, models, health, metrics):
+    _document_hand_read_bodies(app)
+    for module in (forecast, classify, models, health, inference, metrics):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)

@@ -21,7 +21,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(BUNDLED_MODELS_DIR, description="Directory of checkpoint directories.")
     host: str = Field("127.0.0.1", description="Interface `odecast serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `odecast serve` listens on.")
-    default_model: str = Field("spirals", description="Model used when a request names none.")
+    default_model: str = Field("spirals", description="Forecaster used when a /forecast request names "
+                                                      "none; readiness (/v2/health/ready) follows it.")
+    default_classifier: str = Field("mnist-odenet", description="Classifier used when a /classify "
+                                                                "request names none.")
     api_key: SecretStr | None = Field(
         None, description="When set, requests other than health probes, metrics and docs must "
                           "send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`.")

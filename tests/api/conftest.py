@@ -15,8 +15,10 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.api.settings import Settings
 from service.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_checkpoint
+from service.model.classifier import KIND as CLASSIFIER_KIND
 from service.model.forecaster import KIND as FORECASTER_KIND
 from service.model.latent_ode import LatentODE, LatentODEConfig
+from service.model.mnist_nets import build_classifier, complete_architecture
 from service.model.series import Normalization
 from service.model.solver import SolverConfig
 
@@ -38,6 +40,15 @@ def save_tiny_forecaster(directory: Path, channels: tuple[str, ...] = ("x", "y")
     return directory
 
 
+def save_tiny_classifier(directory: Path, architecture: dict, seed: int = 0) -> Path:
+    """An untrained MNIST classifier: its answers are arbitrary but real and deterministic."""
+    torch.manual_seed(seed)
+    model = build_classifier(architecture)
+    save_checkpoint(directory, CLASSIFIER_KIND, model.state_dict(),
+                    {"architecture": complete_architecture(architecture), "metrics": {"test_error": 0.9}})
+    return directory
+
+
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> Path:
     """Checkpoints built once per session; tests copy the ones they need."""
@@ -54,6 +65,8 @@ def checkpoints(tmp_path_factory) -> Path:
     save_tiny_forecaster(root / "foreign", seed=4)
     config = json.loads((root / "foreign" / CONFIG_FILE).read_text())
     (root / "foreign" / CONFIG_FILE).write_text(json.dumps({**config, "kind": "gpt"}))
+    save_tiny_classifier(root / "digits", {"name": "mlp", "hidden": 16})
+    save_tiny_classifier(root / "digits-ode", {"name": "odenet", "tol": 0.1, "max_num_steps": 50}, seed=1)
     (root / "garbled").mkdir()
     (root / "garbled" / CONFIG_FILE).write_text("{not json")
     return root
@@ -61,7 +74,8 @@ def checkpoints(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def models_dir(tmp_path, checkpoints) -> Path:
-    """A models directory with two good forecasters, one slow-to-solve one and three broken."""
+    """Good forecasters (tiny, hourly), one that hits its step cap (stiff), two classifiers
+    (digits, digits-ode) and three broken checkpoints (tampered, foreign, garbled)."""
     directory = tmp_path / "models"
     shutil.copytree(checkpoints, directory)
     return directory
@@ -76,7 +90,8 @@ def make_client(models_dir) -> Iterator[ClientFactory]:
     clients: list[TestClient] = []
 
     def make(**overrides) -> TestClient:
-        settings = Settings(**{"models_dir": models_dir, "default_model": "tiny", "torch_threads": 1,
+        settings = Settings(**{"models_dir": models_dir, "default_model": "tiny",
+                               "default_classifier": "digits", "torch_threads": 1,
                                **overrides})
         client = TestClient(create_app(settings))
         client.__enter__()

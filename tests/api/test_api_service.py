@@ -53,12 +53,14 @@ def test_model_list_shows_every_checkpoint_and_its_error(client):
     assert listing["default_model"] == "tiny"
     assert listing["limits"]["max_series"] == 64
     models = {m["name"]: m for m in listing["models"]}
-    assert set(models) == {"tiny", "hourly", "stiff", *BROKEN}
+    assert set(models) == {"tiny", "hourly", "stiff", "digits", "digits-ode", *BROKEN}
     tiny = models["tiny"]
     assert tiny["ready"] and tiny["error"] is None and tiny["kind"] == "latent_ode"
     assert tiny["channels"] == ["x", "y"] and tiny["time_unit"] is None and tiny["max_horizon"] == 10.0
     assert tiny["metrics"] == {"val_rmse": 0.5} and len(tiny["version"]) == 12
     assert models["hourly"]["time_unit"] == "hours"
+    assert models["digits"]["kind"] == "mnist_classifier" and models["digits"]["architecture"] == "mlp"
+    assert models["digits"]["channels"] is None
     for name, reason in BROKEN.items():
         assert not models[name]["ready"] and models[name]["version"] is None
         assert reason in models[name]["error"]
@@ -95,7 +97,7 @@ def test_metrics_count_requests_nfe_and_models(client):
         labels = f'endpoint="{endpoint}",method="{method}",status="{status}"'
         assert f"odecast_http_{metric}{{{labels}}} 1.0" in text
     assert 'odecast_solver_nfe_count{model="tiny"} 1.0' in text
-    assert 'odecast_models{state="ready"} 3.0' in text and 'odecast_models{state="failed"} 3.0' in text
+    assert 'odecast_models{state="ready"} 5.0' in text and 'odecast_models{state="failed"} 3.0' in text
 
 
 def test_request_id_is_echoed_or_made(client):
@@ -130,7 +132,8 @@ def test_json_formatter_carries_the_context_request_id():
                                      {"Authorization": "Basic c2VjcmV0"}])
 def test_api_key_refusals(make_client, headers):
     client = make_client(api_key="secret")
-    for method, path in (("POST", "/forecast"), ("GET", "/models"), ("GET", "/v2/models/tiny")):
+    for method, path in (("POST", "/forecast"), ("POST", "/classify"), ("GET", "/models"),
+                         ("GET", "/v2/models/tiny"), ("POST", "/v2/models/digits/infer")):
         answer = client.request(method, path, headers=headers, json={})
         assert answer.status_code == 401, path
         assert answer.headers["WWW-Authenticate"] == "Bearer"
@@ -174,3 +177,15 @@ def test_openapi_lists_the_limits_and_an_example(client):
     assert request_schema["examples"][0]["model"] == "spirals"
     assert "413" in spec["paths"]["/forecast"]["post"]["responses"]
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_documents_hand_read_bodies(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert {"ClassifyRequest", "InferRequest", "RequestInput"} <= set(schemas)
+    inputs = schemas["InferRequest"]["properties"]["inputs"]
+    assert inputs["items"] == {"$ref": "#/components/schemas/RequestInput"}
+    content = spec["paths"]["/classify"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]
+    assert infer["schema"] == {"$ref": "#/components/schemas/InferRequest"}

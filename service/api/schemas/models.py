@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.api.registry import ModelEntry
+from service.api.schemas.inference import INPUT_NAME, OUTPUT_NAME
 from service.model import classifier, forecaster
 
 
@@ -87,7 +88,7 @@ class ModelMetadata(BaseModel):
             outputs = [MetadataTensor(name=name, datatype="FP64", shape=[-1, channels])
                        for name in ("mean", "std")]
         else:
-            inputs = [MetadataTensor(name="input", datatype="FP32", shape=[-1, 1, 28, 28])]
-            outputs = [MetadataTensor(name="probabilities", datatype="FP32", shape=[-1, 10])]
+            inputs = [MetadataTensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, 28, 28])]
+            outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 10])]
         return cls(name=entry.name, versions=[model.version], platform="pytorch", inputs=inputs,
                    outputs=outputs)
