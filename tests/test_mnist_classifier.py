@@ -1,6 +1,7 @@
 """Classifier.load / predict, and the checkpoints it refuses."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -97,3 +98,13 @@ def test_refuses_bad_architecture(tmp_path, architecture, message):
 def test_refuses_missing_directory(tmp_path):
     with pytest.raises(CheckpointError, match="not a checkpoint directory"):
         Classifier.load(tmp_path / "absent")
+
+
+def test_concurrent_calls_count_their_own_nfe(tmp_path):
+    write(tmp_path / "ckpt", {"name": "odenet"})
+    classifier = Classifier.load(tmp_path / "ckpt")
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    alone = classifier.predict(images)[1]
+    with ThreadPoolExecutor(4) as pool:
+        counts = [result[1] for result in pool.map(classifier.predict, [images] * 4)]
+    assert counts == [alone] * 4

@@ -1,6 +1,7 @@
 """The MNIST IDX reader: both encodings, both spellings, and every way a file can be wrong."""
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -123,9 +124,10 @@ def test_fingerprint_changes_with_content(tmp_path):
     a.write_bytes(b"one")
     b.write_bytes(b"two")
     first = fingerprint([a, b])
-    assert len(first) == 64 and fingerprint([a, b]) == first
+    assert first["files"]["b"] == hashlib.sha256(b"two").hexdigest()
+    assert len(first["fingerprint"]) == 64 and fingerprint([a, b]) == first
     b.write_bytes(b"three")
-    assert fingerprint([a, b]) != first
+    assert fingerprint([a, b])["fingerprint"] != first["fingerprint"]
 
 
 def test_random_crop_shifts_each_image_within_padding():

@@ -50,6 +50,8 @@ def test_writes_loadable_checkpoint_and_resumes(tmp_path, data_dir):
     assert config["parameter_count"] == 238_510
     assert config["preset"] == "short" and config["epochs"] in (1, 2)
     assert len(config["data"]["fingerprint"]) == 64
+    assert sorted(config["data"]["files"]) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                               "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
     assert 0.0 <= config["metrics"]["test_accuracy"] <= 1.0
     assert [r["epoch"] for r in config["history"]] == list(range(1, config["epochs"] + 1))
     state = out.with_name("mlp.train_state")

@@ -280,7 +280,7 @@ def save_best(config: TrainConfig, model: torch.nn.Module, record: dict[str, Any
         "architecture": config.architecture(),
         "metrics": metrics,
         "parameter_count": parameter_count(model),
-        "data": {"fingerprint": fingerprint(data_files), "files": [p.name for p in data_files]},
+        "data": fingerprint(data_files),
         "epochs": progress["epoch"],
         "preset": config.preset,
         "training": {k: v for k, v in asdict(config).items() if k not in ("resume", "device", "out")},

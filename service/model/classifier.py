@@ -3,10 +3,12 @@
 The checkpoint's ``config["architecture"]`` rebuilds the network (:mod:`service.model.mnist_nets`),
 the weights are loaded strictly, and :meth:`Classifier.predict` returns class probabilities
 together with the number of ODE function evaluations the call cost (0 for resnet and mlp).
+Calls are serialised by a lock, because the NFE counter lives on the shared model.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ class Classifier:
         self.architecture = config["architecture"]["name"]
         self.metrics = dict(config.get("metrics", {}))
         self.model = model.eval()
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> Classifier:
@@ -56,8 +59,9 @@ class Classifier:
         if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
             raise ValueError("image values must be finite and in [0, 1]")
         probabilities, nfe = [], 0
-        for chunk in images.split(MAX_BATCH):
-            self.model.reset_nfe()
-            probabilities.append(torch.softmax(self.model(chunk), dim=1))
-            nfe += self.model.nfe
+        with self._lock:
+            for chunk in images.split(MAX_BATCH):
+                self.model.reset_nfe()
+                probabilities.append(torch.softmax(self.model(chunk), dim=1))
+                nfe += self.model.nfe
         return torch.cat(probabilities).numpy().astype(np.float64), nfe

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service.model.checkpoint import sha256_file
+
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
@@ -94,12 +96,11 @@ def load_split(directory: str | Path, split: str) -> MNISTSplit:
     return MNISTSplit(images, labels.astype(np.int64), (images_path, labels_path))
 
 
-def fingerprint(files: list[Path]) -> str:
-    """SHA-256 over the files' SHA-256s, in the order given: names the exact data trained on."""
-    combined = hashlib.sha256()
-    for path in files:
-        combined.update(hashlib.sha256(path.read_bytes()).hexdigest().encode())
-    return combined.hexdigest()
+def fingerprint(files: list[Path]) -> dict[str, object]:
+    """Each file's SHA-256, and one SHA-256 over them in the order given: the exact data trained on."""
+    digests = {path.name: sha256_file(path) for path in files}
+    combined = hashlib.sha256("".join(digests.values()).encode()).hexdigest()
+    return {"fingerprint": combined, "files": digests}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
