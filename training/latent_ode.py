@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from service.model.batching import collate
 from service.model.checkpoint import load_checkpoint, save_checkpoint
-from service.model.forecaster import KIND, Forecaster, ForecastQuery
+from service.model.forecaster import KIND, Forecaster
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
 from service.model.solver import SolverConfig
@@ -51,6 +51,7 @@ from training import distributed
 from training.data.csv_series import load_csv
 from training.data.spirals import generate_spirals
 from training.data.splits import split_by_series
+from training.evaluation import evaluate, future_targets, holdout_targets
 from training.holdout import Holdout, holdout_split
 from training.plots import plot_forecasts
 from training.train_state import load_train_state, save_train_state
@@ -183,86 +184,7 @@ def prefix(s: Series, min_context_fraction: float, rng: np.random.Generator) -> 
 
 
 # ----------------------------------------------------------------------------- validation
-
-@dataclass
-class Target:
-    """What one query must predict: ``truth`` (m, C) at ``query.at`` (NaN = not observed), and
-    which part of the protocol each requested time belongs to."""
-
-    query: ForecastQuery
-    truth: np.ndarray
-    part: np.ndarray
-
-
-def holdout_targets(holdouts: list[Holdout], max_horizon: float) -> list[Target]:
-    """Held-out points (``interp``) and tails (``extrap``); targets beyond the horizon are left out."""
-    targets = []
-    for h in holdouts:
-        at = np.concatenate([h.interp_times, h.extrap_times])
-        part = np.array(["interp"] * h.interp_times.size + ["extrap"] * h.extrap_times.size)
-        reachable = at <= h.context.times[-1] + max_horizon
-        truth = np.concatenate([h.interp_values, h.extrap_values])
-        targets.append(Target(ForecastQuery(h.context.times, h.context.values, at[reachable]),
-                              truth[reachable], part[reachable]))
-    return targets
-
-
-def future_targets(series: list[Series], max_horizon: float) -> list[Target]:
-    """The clean future that a source such as the spirals provides beyond each whole series
-    (``extra["future_times"]``, ``extra["future_values"]``); none when it provides none."""
-    targets = []
-    for s in series:
-        if "future_times" not in s.extra or "future_values" not in s.extra:
-            continue
-        at, truth = np.asarray(s.extra["future_times"]), np.asarray(s.extra["future_values"])
-        reachable = at <= s.times[-1] + max_horizon
-        targets.append(Target(ForecastQuery(s.times, s.values, at[reachable]), truth[reachable],
-                              np.full(int(reachable.sum()), "future")))
-    return targets
-
-
-INTERVAL = (0.05, 0.95)
-
-
-def evaluate(forecaster: Forecaster, targets: list[Target], config: TrainConfig, ctx: distributed.Context,
-             prefix: str) -> dict[str, float]:
-    """Errors of the predictive mean, and coverage of the 90 % predictive interval, over this
-    rank's ``targets``, all ranks combined; a part without any target on any rank is left out.
-
-    ``{prefix}_interp_mse`` and ``{prefix}_extrap_mse`` are in normalised units (each channel
-    divided by its training std, so channels weigh alike); ``{prefix}_future_rmse`` is in the
-    data's own units, as Chen et al.'s Table 2 reports it. ``{prefix}_{part}_coverage90`` is the
-    share of target values inside the 5-95 % interval (about 0.9 when calibrated against noisy
-    targets; higher against a clean curve, since the interval includes observation noise).
-    """
-    scale = np.asarray(forecaster.normalization.std)
-    totals: dict[str, np.ndarray] = {}  # part -> [normalised sq. error, sq. error, inside interval, count]
-    for start in range(0, len(targets), config.batch_size):
-        chunk = targets[start:start + config.batch_size]
-        prediction = forecaster.predict([t.query for t in chunk], quantiles=INTERVAL,
-                                        num_samples=config.val_samples, seed=config.seed)
-        for target, forecast in zip(chunk, prediction.forecasts, strict=True):
-            low, high = (forecast.quantiles[q] for q in INTERVAL)
-            error = forecast.mean - target.truth
-            inside = (low <= target.truth) & (target.truth <= high)
-            per_value = np.stack([(error / scale) ** 2, error ** 2, inside, np.ones_like(error)], axis=-1)
-            observed = ~np.isnan(target.truth)
-            for part in np.unique(target.part):
-                selected = observed & (target.part == part)[:, None]
-                totals[part] = totals.get(part, np.zeros(4)) + per_value[selected].sum(axis=0)
-    metrics: dict[str, float] = {}
-    for part in ("interp", "extrap", "future"):
-        normalised, squared, inside, count = (distributed.all_reduce_mean(float(v), ctx)
-                                              for v in totals.get(part, np.zeros(4)))
-        if not count:
-            continue
-        if part == "future":
-            metrics[f"{prefix}_future_rmse"] = math.sqrt(squared / count)
-        else:
-            metrics[f"{prefix}_{part}_mse"] = normalised / count
-        metrics[f"{prefix}_{part}_coverage90"] = inside / count
-    return metrics
-
+# (the measures themselves are in training/evaluation.py)
 
 def validation_score(metrics: dict[str, Any]) -> float | None:
     """``val_mse``: the mean of the interpolation and extrapolation MSE that were measured."""
@@ -270,7 +192,10 @@ def validation_score(metrics: dict[str, Any]) -> float | None:
     return float(np.mean(measured)) if measured else None
 
 
-# ----------------------------------------------------------------------------- training
+def score(metrics: dict[str, Any]) -> float:
+    """Lower is better; a run without any validation target keeps its first epoch."""
+    return math.inf if metrics["val_mse"] is None else metrics["val_mse"]
+
 
 def describe(metrics: dict[str, Any]) -> str:
     parts = [f"{label} {metrics[key]:.4f}" if key in metrics else f"{label} n/a"
@@ -278,10 +203,7 @@ def describe(metrics: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def score(metrics: dict[str, Any]) -> float:
-    """Lower is better; a run without any validation target keeps its first epoch."""
-    return math.inf if metrics["val_mse"] is None else metrics["val_mse"]
-
+# ----------------------------------------------------------------------------- training
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     optimizers = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
@@ -387,6 +309,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     if not holdouts:
         raise ValueError("no validation series is long enough to hold points out (need 3 or more)")
     val_targets = holdout_targets(holdouts, max_horizon)[ctx.rank::ctx.world_size]
+    measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
     start_epoch, step, best = 0, 0, None
     best_state = copy.deepcopy(model.state_dict())
@@ -401,7 +324,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         started = time.perf_counter()
         step, train_loss = train_epoch(config, epoch, step, model, ddp_model, optimizer, normalized, ctx)
         forecaster = Forecaster(model, checkpoint_config, "validation", "unsaved")
-        metrics = evaluate(forecaster, val_targets, config, ctx, "val")
+        metrics = evaluate(forecaster, val_targets, ctx, "val", **measure)
         metrics.update(val_mse=validation_score(metrics), epoch=epoch + 1, step=step, train_loss=train_loss,
                        obs_std=model.obs_std.tolist())
         improved = best is None or score(metrics) < score(best)
@@ -424,7 +347,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                      "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), max_horizon)
                      + future_targets(list(test_series), max_horizon)}
     for prefix_, targets in final_targets.items():
-        best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], config, ctx, prefix_)}
+        best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}
     forecaster.metrics = best
     if out is not None and ctx.is_main:
         save_checkpoint(out / "model", KIND, best_state, {**checkpoint_config, "metrics": best})
