@@ -11,6 +11,11 @@ not change the model, and putting every first observation at 0 makes z0 the late
 that first observation for every series. ``origins`` keeps the shifts so that callers can map
 requested times into the same frame.
 
+Cost: the adaptive latent solve is driven by the time span, not by the number of grid times
+(dopri5 interpolates to them), but the encoders step through every grid time, so a batch of B
+series with unrelated timestamps of n points each costs them B*n steps (and the ODE-RNN a
+solve per step). Series sampled on a shared clock (like the spirals) share grid times.
+
 The input series must already be normalised (model time units, standardised values).
 """
 
