@@ -1,0 +1,101 @@
+"""The FastAPI app: ``create_app(settings)`` wires settings, models, routes, errors and middleware.
+
+Models are loaded once, in the lifespan (before the server accepts connections), into a
+:class:`~service.api.registry.ModelRegistry` on ``app.state``; routes reach it through
+dependencies. Nothing is loaded at import, so tests build apps on their own model directories.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api.cpu import configure_torch_threads
+from service.api.errors import install_error_handlers
+from service.api.metrics import Metrics
+from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.api.registry import ModelRegistry
+from service.api.routes import classify, forecast, health, inference, metrics, models
+from service.api.schemas.classify import ClassifyRequest
+from service.api.schemas.inference import InferRequest
+from service.api.settings import Settings
+
+log = logging.getLogger("odecast.app")
+
+DESCRIPTION = """\
+Forecasts for irregularly sampled time series from latent neural ODEs, and an MNIST ODE-Net.
+
+**Errors** are `{"detail": [{"type", "loc", "field", "msg"}]}`, where `field` names the fault as
+one path (`series[0].values[3]`); under `/v2/` they are the Open Inference Protocol's
+`{"error": "..."}`. Malformed or over-limit requests get 422 (400 under `/v2/`), an unknown
+model 404, a body over the byte limit 413, a missing or wrong API key 401, a model that is not
+loaded 503.
+
+**API key**: when the server has one (`ODECAST_API_KEY`), send it as `X-API-Key: <key>` or
+`Authorization: Bearer <key>`; health probes, `/metrics` and these docs need none.
+
+**Limits** of this server (settings, environment variables `ODECAST_<NAME>`):
+
+| setting | value | meaning |
+|---|---|---|
+"""
+
+
+def describe(settings: Settings) -> str:
+    rows = [f"| `{name.upper()}` | {value} | {type(settings).model_fields[name].description} |"
+            for name, value in settings.limits().items()]
+    return DESCRIPTION + "\n".join(rows) + "\n"
+
+
+# Bodies that routes read by hand (JSON or multipart; JSON header plus binary tensors), so FastAPI
+# does not put them in the OpenAPI components; the routes' openapi_extra refers to them there.
+HAND_READ_BODIES = (ClassifyRequest, InferRequest)
+
+
+def _document_hand_read_bodies(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schemas = generate().setdefault("components", {}).setdefault("schemas", {})
+            for model in HAND_READ_BODIES:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threads = configure_torch_threads(settings.torch_threads)
+        registry = ModelRegistry.load(settings.models_dir)
+        app_metrics.models.labels("ready").set(registry.count(ready=True))
+        app_metrics.models.labels("failed").set(registry.count(ready=False))
+        log.info("models loaded", extra={"models_dir": str(settings.models_dir), "torch_threads": threads,
+                                         "ready": [e.name for e in registry if e.ready],
+                                         "failed": [e.name for e in registry if not e.ready]})
+        app.state.registry = registry
+        yield
+        app.state.registry = None
+
+    app = FastAPI(title="odecast", version=__version__, description=describe(settings), lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = app_metrics
+    app.state.registry = None
+    install_error_handlers(app)
+    _document_hand_read_bodies(app)
+    for module in (forecast, classify, models, health, inference, metrics):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
+    return app

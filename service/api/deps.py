@@ -1,0 +1,77 @@
+"""Dependencies: settings, the model registry, metrics, model lookup and the API key check.
+
+They are ``async def`` because none blocks: FastAPI would run a plain ``def`` dependency in the
+threadpool, a thread hop per dependency per request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.api.errors import ApiError, Loc
+from service.api.metrics import Metrics
+from service.api.registry import ModelEntry, ModelRegistry
+from service.api.settings import Settings
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    registry = getattr(request.app.state, "registry", None)
+    if registry is None:
+        raise ApiError(503, (), "the server is starting: models are not loaded yet", "not_ready")
+    return registry
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+def serving_model(registry: ModelRegistry, name: str, kind: str, loc: Loc, named: bool = True) -> ModelEntry:
+    """The loaded model called ``name``, of ``kind``; else 404 (unknown), 503 (not loaded) or 422.
+
+    ``named`` is False when the client named no model and ``name`` is the configured default:
+    its absence is then the server's state (503), not the client's mistake (404).
+    """
+    entry = registry.get(name)
+    if entry is None and named:
+        known = ", ".join(registry.names()) or "none"
+        raise ApiError(404, loc, f"unknown model {name!r}; models here: {known}", "unknown_model")
+    if entry is None or not entry.ready:
+        reason = f"it failed to load: {entry.error}" if entry else "no such checkpoint was found"
+        raise ApiError(503, loc, f"model {name!r} is not ready; {reason}", "model_not_ready")
+    if entry.kind != kind:
+        raise ApiError(422, loc, f"model {name!r} is a {entry.kind} model; this endpoint needs {kind}",
+                       "wrong_model_kind")
+    return entry
+
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                               description="The API key, when the server is configured with one.")
+_bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
+
+
+async def require_api_key(settings: SettingsDep,
+                    api_key: Annotated[str | None, Security(_api_key_header)],
+                    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+    """401 unless the configured API key (if any) came as X-API-Key or as a bearer token."""
+    if settings.api_key is None:
+        return
+    given = api_key if api_key is not None else (bearer.credentials if bearer else None)
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not given:
+        raise ApiError(401, ("header", "X-API-Key"), "missing API key: send 'X-API-Key: <key>' or "
+                       "'Authorization: Bearer <key>'", "missing_api_key", challenge)
+    if not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
+        raise ApiError(401, ("header", "X-API-Key"), "wrong API key", "invalid_api_key", challenge)

@@ -1,0 +1,90 @@
+"""One error shape for every failure, naming the field at fault.
+
+Native routes answer ``{"detail": [{"type", "loc", "field", "msg"}, ...]}``: FastAPI's own 422
+shape without the echoed input (which can be megabytes), plus ``field``, the location as one
+readable path such as ``series[0].values[3]``. Routes under ``/v2/`` speak the Open Inference
+Protocol, whose errors are ``{"error": "<message>"}`` with status 400 for a bad request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+OIP_PREFIX = "/v2/"
+Loc = Sequence[str | int]
+
+
+class ApiError(Exception):
+    """A request the server refuses: HTTP ``status_code`` and where the fault lies."""
+
+    def __init__(self, status_code: int, loc: Loc, msg: str, type: str,
+                 headers: dict[str, str] | None = None):
+        super().__init__(f"{field_path(loc)}: {msg}")
+        self.status_code = status_code
+        self.errors = [error_item(loc, msg, type)]
+        self.headers = headers
+
+
+def field_path(loc: Loc) -> str:
+    """``("body", "series", 0, "values", 3)`` -> ``"series[0].values[3]"``."""
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or ("body" if loc else "")
+
+
+def error_item(loc: Loc, msg: str, type: str) -> dict[str, Any]:
+    return {"type": type, "loc": list(loc), "field": field_path(loc), "msg": msg}
+
+
+def error_response(path: str, status_code: int, errors: list[dict[str, Any]],
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    if path.startswith(OIP_PREFIX):
+        message = "; ".join(f"{e['field']}: {e['msg']}" if e["field"] else e["msg"] for e in errors)
+        if status_code == 422:
+            status_code = 400
+        return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+    return JSONResponse({"detail": errors}, status_code=status_code, headers=headers)
+
+
+def body_validation_error(exc: ValidationError) -> RequestValidationError:
+    """A pydantic error from validating a body by hand, located under ``body`` as FastAPI does."""
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
+
+
+def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
+    loc, msg, kind = tuple(error.get("loc", ())), error.get("msg", "invalid"), error.get("type", "invalid")
+    if kind == "json_invalid":
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        reason = (error.get("ctx") or {}).get("error", "malformed")
+        return error_item(("body",), f"invalid JSON{where}: {reason}", kind)
+    if loc == ("body",) and isinstance(error.get("input"), bytes | bytearray):
+        return error_item(loc, "expected a JSON object; send it with Content-Type: application/json", kind)
+    return error_item(loc, msg, kind)
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(request.url.path, exc.status_code, exc.errors, exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return error_response(request.url.path, 422, [_validation_item(e) for e in exc.errors()])
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    item = error_item((), str(exc.detail), "http_error")
+    return error_response(request.url.path, exc.status_code, [item], getattr(exc, "headers", None))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,154 @@
+"""POST /forecast's work: checks that need the model or the limits, the call, the answer.
+
+Every refusal is an :class:`ApiError` naming the field at fault (``series[2].at[7]``), raised
+before any torch work, so a bad request costs microseconds and never reaches the solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from service.api.errors import ApiError, Loc
+from service.api.metrics import Metrics
+from service.api.registry import ModelEntry
+from service.api.schemas.forecast import ForecastRequest, SeriesIn
+from service.api.settings import Settings
+from service.model.forecaster import Forecaster, ForecastQuery
+from service.model.solver import SolverStepLimitError
+from service.model.timeunits import parse_timestamp, to_unit
+
+
+def _invalid(loc: Loc, msg: str, type: str) -> ApiError:
+    return ApiError(422, loc, msg, type)
+
+
+def _over_limit(loc: Loc, what: str, count: int, setting: str, limit: int) -> ApiError:
+    return _invalid(loc, f"{count} {what}; the limit is {limit} (setting ODECAST_{setting.upper()})",
+                    "over_limit")
+
+
+def time_numbers(points: Sequence[float | str], model: Forecaster, loc: Loc) -> np.ndarray:
+    """The model's plain-number times for ``points`` (numbers, or ISO-8601 for a timestamp model)."""
+    if model.time_unit is None:
+        for j, point in enumerate(points):
+            if isinstance(point, str):
+                raise _invalid((*loc, j), f"model {model.name!r} takes numeric times, got the string "
+                                          f"{point!r}", "time_type")
+        return np.asarray(points, dtype=np.float64)
+    seconds = np.empty(len(points))
+    for j, point in enumerate(points):
+        if not isinstance(point, str):
+            raise _invalid((*loc, j), f"model {model.name!r} was trained on timestamps: send ISO-8601 "
+                                      f"strings such as '2024-03-01T12:00:00Z', not {point!r}", "time_type")
+        try:
+            seconds[j] = parse_timestamp(point)
+        except ValueError as exc:
+            raise _invalid((*loc, j), str(exc), "timestamp_invalid") from None
+    return to_unit(seconds, model.time_unit)
+
+
+def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Loc) -> ForecastQuery:
+    """One series as a :class:`ForecastQuery`: sorted by time, every check done."""
+    if len(series.times) > settings.max_observations:
+        raise _over_limit((*loc, "times"), "observations", len(series.times), "max_observations",
+                          settings.max_observations)
+    if len(series.at) > settings.max_times:
+        raise _over_limit((*loc, "at"), "requested times", len(series.at), "max_times", settings.max_times)
+    if len(series.values) != len(series.times):
+        raise _invalid((*loc, "values"), f"{len(series.values)} rows of values for {len(series.times)} "
+                                         "times; give one row per time", "length_mismatch")
+    channels = len(model.channels)
+    for j, row in enumerate(series.values):
+        if len(row) != channels:
+            raise _invalid((*loc, "values", j), f"{len(row)} values; model {model.name!r} has {channels} "
+                                                f"channel(s): {', '.join(model.channels)}", "channel_count")
+    values = np.array(series.values, dtype=np.float64).reshape(len(series.values), channels)
+    empty = np.flatnonzero(np.isnan(values).all(axis=1))
+    if empty.size:
+        raise _invalid((*loc, "values", int(empty[0])), "every channel is missing; a row needs at least "
+                                                        "one value", "empty_row")
+    times = time_numbers(series.times, model, (*loc, "times"))
+    order = np.argsort(times, kind="stable")
+    times, values = times[order], values[order]
+    repeats = np.flatnonzero(np.diff(times) == 0)
+    if repeats.size:
+        first, second = sorted((int(order[repeats[0]]), int(order[repeats[0] + 1])))
+        raise _invalid((*loc, "times", second), f"time {series.times[second]!r} repeats times[{first}]; "
+                                                "each time may be observed once", "duplicate_time")
+    at = time_numbers(series.at, model, (*loc, "at"))
+    _check_horizon(at, times, series.at, model, (*loc, "at"))
+    return ForecastQuery(times=times, values=values, at=at)
+
+
+def _check_horizon(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str], model: Forecaster,
+                   loc: Loc) -> None:
+    distance = np.maximum(times[0] - at, at - times[-1])
+    too_far = np.flatnonzero(distance > model.max_horizon)
+    if too_far.size:
+        j = int(too_far[0])
+        side = "before the first" if at[j] < times[0] else "after the last"
+        unit = model.time_unit or "time units"
+        raise _invalid((*loc, j), f"{sent[j]!r} lies {distance[j]:g} {unit} {side} observation; model "
+                                  f"{model.name!r} answers at most {model.max_horizon:g} {unit} before the "
+                                  "first or after the last observation", "beyond_horizon")
+
+
+def check_request(request: ForecastRequest, settings: Settings) -> None:
+    """Limits and rules on the request as a whole."""
+    if len(request.series) > settings.max_series:
+        raise _over_limit(("body", "series"), "series", len(request.series), "max_series",
+                          settings.max_series)
+    if request.num_samples > settings.max_samples:
+        raise _over_limit(("body", "num_samples"), "samples", request.num_samples, "max_samples",
+                          settings.max_samples)
+    if len(request.quantiles) > settings.max_quantiles:
+        raise _over_limit(("body", "quantiles"), "quantiles", len(request.quantiles), "max_quantiles",
+                          settings.max_quantiles)
+    for j, level in enumerate(request.quantiles):
+        if level in request.quantiles[:j]:
+            raise _invalid(("body", "quantiles", j), f"{level} is asked for twice", "duplicate_quantile")
+    points = request.num_samples * sum(len(series.at) for series in request.series)
+    if points > settings.max_sample_points:
+        raise _invalid(("body", "num_samples"), f"{request.num_samples} samples at "
+                       f"{points // request.num_samples} requested times make {points} sample points; the "
+                       f"limit is {settings.max_sample_points} (setting ODECAST_MAX_SAMPLE_POINTS): ask for "
+                       "fewer samples or times, or split the request", "over_limit")
+
+
+def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
+             metrics: Metrics) -> dict[str, Any]:
+    """Check, predict and shape the answer (plain dicts and lists, ready to serialise)."""
+    model: Forecaster = entry.model
+    check_request(request, settings)
+    queries = [build_query(series, model, settings, ("body", "series", i))
+               for i, series in enumerate(request.series)]
+    try:
+        with entry.lock:
+            prediction = model.predict(queries, quantiles=request.quantiles,
+                                       num_samples=request.num_samples, seed=request.seed)
+    except SolverStepLimitError as exc:
+        raise _invalid(("body", "series"), f"the ODE solver hit its step cap and gave up: {exc}",
+                       "solver_step_limit") from None
+    except ValueError as exc:
+        raise _invalid(("body",), str(exc), "value_error") from None
+    metrics.nfe.labels(entry.name).observe(prediction.nfe)
+    forecasts = []
+    for i, (series, result) in enumerate(zip(request.series, prediction.forecasts, strict=True)):
+        arrays = [result.mean, result.std, *result.quantiles.values()]
+        if not all(np.isfinite(array).all() for array in arrays):
+            raise _invalid(("body", "series", i), "the model's forecast for this series is not finite; its "
+                                                  "values are probably far outside the training data",
+                           "non_finite_forecast")
+        forecasts.append({
+            "id": series.id,
+            "at": series.at,
+            "mean": result.mean.tolist(),
+            "std": result.std.tolist(),
+            "quantiles": {str(level): result.quantiles[level].tolist() for level in request.quantiles},
+            "kind": result.kind,
+        })
+    return {"model": entry.name, "model_version": model.version, "forecasts": forecasts,
+            "nfe": prediction.nfe}

@@ -1,0 +1,115 @@
+"""Open Inference Protocol v2 tensors in and out of the MNIST classifier.
+
+The one input, ``input``, is FP32 of shape [N, 1, 28, 28] or [N, 784] with values in [0, 1],
+given as JSON ``data`` or as binary data after the JSON header (Triton's binary tensor
+extension). The one output, ``probabilities``, is FP32 [N, 10]. Faults are 400s that name the
+tensor field (``inputs[0].shape``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Request
+from pydantic import ValidationError
+
+from service.api.errors import ApiError, Loc, body_validation_error
+from service.api.schemas.inference import INPUT_NAME, OUTPUT_NAME, InferRequest
+
+SIDE = 28
+SHAPES = ("[N, 1, 28, 28]", "[N, 784]")
+
+
+@dataclass
+class InferCall:
+    request: InferRequest
+    binary: bytes  # the bytes after the JSON header (empty without the binary extension)
+
+
+def _bad(loc: Loc, msg: str, type: str = "invalid_tensor") -> ApiError:
+    return ApiError(422, loc, msg, type)  # answered as 400 under /v2/ (errors.error_response)
+
+
+async def read_infer_call(request: Request) -> InferCall:
+    """The JSON header (all of the body, unless ``Inference-Header-Content-Length`` says less)."""
+    encoding = request.headers.get("content-encoding", "identity")
+    if encoding != "identity":
+        raise _bad(("header", "Content-Encoding"), f"{encoding!r} bodies are not accepted; send the body "
+                   "uncompressed", "unsupported_encoding")
+    body = await request.body()
+    declared = request.headers.get("inference-header-content-length")
+    if declared is None:
+        header, binary = body, b""
+    elif declared.isdigit() and int(declared) <= len(body):
+        header, binary = body[:int(declared)], body[int(declared):]
+    else:
+        raise _bad(("header", "Inference-Header-Content-Length"),
+                   f"{declared!r} is not a byte count within the {len(body)}-byte body", "invalid_header")
+    try:
+        return InferCall(InferRequest.model_validate_json(header), binary)
+    except ValidationError as exc:
+        raise body_validation_error(exc) from None
+
+
+def input_images(call: InferCall, max_images: int) -> np.ndarray:
+    """The request's one input tensor as float32 images (N, 28, 28) in [0, 1]."""
+    inputs = call.request.inputs
+    if len(inputs) != 1:
+        raise _bad(("body", "inputs"), f"{len(inputs)} input tensors; this model takes one, {INPUT_NAME!r}")
+    tensor, loc = inputs[0], ("body", "inputs", 0)
+    if tensor.name != INPUT_NAME:
+        raise _bad((*loc, "name"), f"unknown input {tensor.name!r}; this model's input is {INPUT_NAME!r}")
+    if tensor.datatype != "FP32":
+        raise _bad((*loc, "datatype"), f"{tensor.datatype!r}; the input is FP32")
+    shape = list(tensor.shape)
+    if len(shape) not in (2, 4) or shape[1:] not in ([1, SIDE, SIDE], [SIDE * SIDE]) or shape[0] < 1:
+        raise _bad((*loc, "shape"), f"{shape}; expected {' or '.join(SHAPES)} with N >= 1")
+    if shape[0] > max_images:
+        raise _bad((*loc, "shape"), f"{shape[0]} images; the limit is {max_images} (setting "
+                                    "ODECAST_MAX_IMAGES)", "over_limit")
+    values = _values(tensor, loc, call.binary)
+    expected = shape[0] * SIDE * SIDE
+    if values.size != expected:
+        raise _bad((*loc, "data"), f"{values.size} values; shape {shape} needs {expected}")
+    outside = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values > 1))
+    if outside.size:
+        k = int(outside[0])
+        raise _bad((*loc, "data", k), f"{values[k]:g} (image {k // (SIDE * SIDE)}) is outside [0, 1]: FP32 "
+                                      "pixels are 0..1", "pixel_range")
+    return values.astype(np.float32).reshape(shape[0], SIDE, SIDE)
+
+
+def _values(tensor, loc: Loc, binary: bytes) -> np.ndarray:
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != len(binary):
+            raise _bad((*loc, "parameters", "binary_data_size"),
+                       f"{size!r}, but {len(binary)} bytes follow the JSON header")
+        if size % 4:
+            raise _bad((*loc, "parameters", "binary_data_size"),
+                       f"{size} bytes is not a whole number of FP32 values")
+        return np.frombuffer(binary, dtype="<f4").astype(np.float64)
+    if tensor.data is None:
+        raise _bad((*loc, "data"), "missing: give the values as 'data', or as binary data with "
+                                   "parameters.binary_data_size")
+    try:
+        return np.asarray(tensor.data, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise _bad((*loc, "data"), f"not a (nested) list of numbers of one shape ({exc})") from None
+
+
+def check_outputs(call: InferCall) -> None:
+    for j, output in enumerate(call.request.outputs or []):
+        if output.name != OUTPUT_NAME:
+            raise _bad(("body", "outputs", j, "name"), f"unknown output {output.name!r}; this model's output "
+                                                       f"is {OUTPUT_NAME!r}")
+
+
+def infer_response(name: str, version: str, call: InferCall, probabilities: np.ndarray, nfe: int) -> dict:
+    answer = {"model_name": name, "model_version": version, "parameters": {"nfe": nfe},
+              "outputs": [{"name": OUTPUT_NAME, "shape": list(probabilities.shape), "datatype": "FP32",
+                           "data": probabilities.astype(np.float32).ravel().tolist()}]}
+    if call.request.id is not None:
+        answer["id"] = call.request.id
+    return answer

@@ -1,0 +1,136 @@
+"""ASGI middleware: request ids, access log and metrics; and the request body size limit.
+
+Both are plain ASGI callables rather than ``BaseHTTPMiddleware``, which would copy every body
+through an extra task. :class:`RequestContextMiddleware` is the outermost layer, so its access
+log and metrics see every answer, including a 413 from :class:`BodyLimitMiddleware` and a 500
+from a bug (which it answers itself, with the request id, after logging the traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import error_item, error_response
+from service.api.logs import request_id_var
+from service.api.metrics import Metrics
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+access_log = logging.getLogger("odecast.access")
+error_log = logging.getLogger("odecast.error")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (``/v2/models/{name}``), so metric labels stay few.
+
+    The router records the route in the scope. Requests refused before routing (unknown paths,
+    bodies over the limit) are counted as ``unmatched``: their raw paths could be anything.
+    """
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception("unhandled error while serving %s %s", scope["method"], scope["path"])
+            if not response_started:
+                item = error_item((), f"internal server error; quote request id {request_id}",
+                                  "internal_error")
+                await error_response(scope["path"], 500, [item])(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            endpoint = _route_template(scope)
+            self.metrics.observe_request(scope["method"], endpoint, status, seconds)
+            access_log.info("%s %s %d", scope["method"], scope["path"], status,
+                            extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                   "duration_ms": round(seconds * 1000, 3)})
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413: by Content-Length up front, else while reading.
+
+    The body is read (at most ``max_bytes`` of it) before the app runs and then replayed, so a
+    client that lies about or omits Content-Length (chunked transfer) is caught as well.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away mid-body
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        item = error_item(("body",), f"request body is larger than the limit of {self.max_bytes} bytes",
+                          "body_too_large")
+        await error_response(scope["path"], 413, [item], {"Connection": "close"})(scope, receive, send)

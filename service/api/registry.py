@@ -1,0 +1,97 @@
+"""Every checkpoint under the models directory, loaded once, with the reason for any failure.
+
+Each subdirectory holding a ``config.json`` is a checkpoint, named after the directory and
+loaded by the class its ``kind`` names. A checkpoint that cannot be loaded (hash mismatch,
+malformed config, a kind this server does not know, or a bug in loading it) is kept as an
+entry with its error, so ``GET /models`` shows why it is missing, and the others are served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.model import classifier, forecaster
+from service.model.checkpoint import CONFIG_FILE, CheckpointError, read_config
+
+log = logging.getLogger("odecast.registry")
+
+LOADERS: dict[str, Callable[[Path, str], Any]] = {
+    forecaster.KIND: forecaster.Forecaster.load,
+    classifier.KIND: classifier.Classifier.load,
+}
+
+
+@dataclass
+class ModelEntry:
+    """One checkpoint directory: the loaded model, or the error that kept it from loading.
+
+    ``lock`` serialises calls into the model: the NFE counters live on the torch modules, and on
+    a few CPU cores one call using every core beats several competing for them.
+    """
+
+    name: str
+    directory: Path
+    kind: str | None
+    model: Any | None = None
+    error: str | None = None
+    load_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+
+def load_entry(directory: Path) -> ModelEntry:
+    started = time.perf_counter()
+    entry = ModelEntry(name=directory.name, directory=directory, kind=None)
+    try:
+        entry.kind = read_config(directory)["kind"]
+        loader = LOADERS.get(entry.kind)
+        if loader is None:
+            raise CheckpointError(f"{directory}: kind {entry.kind!r} is not one this server serves "
+                                  f"({', '.join(sorted(LOADERS))})")
+        entry.model = loader(directory, directory.name)
+    except CheckpointError as exc:
+        entry.error = str(exc)
+        log.error("model %s not loaded: %s", directory.name, exc, extra={"model": directory.name})
+    except Exception as exc:  # one broken checkpoint must not keep the others from being served
+        entry.error = f"{type(exc).__name__}: {exc}"
+        log.exception("model %s not loaded", directory.name, extra={"model": directory.name})
+    entry.load_seconds = time.perf_counter() - started
+    if entry.ready:
+        log.info("model %s loaded", entry.name, extra={"model": entry.name, "kind": entry.kind,
+                                                       "version": entry.model.version,
+                                                       "load_seconds": round(entry.load_seconds, 3)})
+    return entry
+
+
+class ModelRegistry:
+    def __init__(self, entries: list[ModelEntry]):
+        self._entries = {entry.name: entry for entry in entries}
+
+    @classmethod
+    def load(cls, models_dir: Path) -> ModelRegistry:
+        """Load every checkpoint directory under ``models_dir`` (hidden directories skipped)."""
+        directories = sorted(path for path in Path(models_dir).iterdir()
+                             if path.is_dir() and not path.name.startswith(".")
+                             and (path / CONFIG_FILE).is_file())
+        return cls([load_entry(directory) for directory in directories])
+
+    def __iter__(self) -> Iterator[ModelEntry]:
+        return iter(self._entries.values())
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def count(self, ready: bool) -> int:
+        return sum(entry.ready == ready for entry in self)

@@ -1,0 +1,29 @@
+"""POST /forecast. A plain ``def``: FastAPI runs it in the threadpool, so torch never blocks the
+event loop, and health probes keep answering while a forecast is being solved."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from service.api import forecasting
+from service.api.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key, serving_model
+from service.api.responses import FastJSONResponse
+from service.api.schemas.common import error_responses
+from service.api.schemas.forecast import ForecastRequest, ForecastResponse
+from service.model.forecaster import KIND
+
+router = APIRouter(tags=["forecast"], dependencies=[Depends(require_api_key)])
+
+
+@router.post("/forecast", response_model=ForecastResponse, response_class=FastJSONResponse,
+             responses=error_responses(401, 404, 413, 422, 503))
+def forecast(body: ForecastRequest, registry: RegistryDep, settings: SettingsDep,
+             metrics: MetricsDep) -> FastJSONResponse:
+    """Forecast each series at its requested times: predictive mean, std and quantiles.
+
+    Times may be irregular and values may be missing (null) in any channel; requested times
+    may lie before (backcast), inside (interpolation) or after (extrapolation) the observations.
+    """
+    entry = serving_model(registry, body.model or settings.default_model, KIND, ("body", "model"),
+                          named=body.model is not None)
+    return FastJSONResponse(forecasting.forecast(entry, body, settings, metrics))

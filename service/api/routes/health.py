@@ -1,0 +1,66 @@
+"""Open Inference Protocol v2 health and metadata: probes for Kubernetes, KServe and Seldon.
+
+Liveness never looks at models (a live server that lost a model should be restarted by its
+readiness, not killed); readiness is 200 only while the default model is loaded.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from service import __version__
+from service.api.deps import RegistryDep, SettingsDep, require_api_key
+from service.api.errors import ApiError
+from service.api.registry import ModelEntry, ModelRegistry
+from service.api.schemas.common import error_responses
+from service.api.schemas.models import ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
+
+router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol v2)"])
+
+
+def _entry(registry: ModelRegistry, name: str) -> ModelEntry:
+    entry = registry.get(name)
+    if entry is None:
+        raise ApiError(404, ("path", "name"), f"unknown model {name!r}", "unknown_model")
+    return entry
+
+
+@router.get("/health/live", response_model=ServerLive)
+async def live() -> ServerLive:
+    """The server is up and answering."""
+    return ServerLive(live=True)
+
+
+@router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
+async def ready(request: Request, settings: SettingsDep, response: Response) -> ServerReady:
+    """200 when the default model is loaded, else 503."""
+    registry: ModelRegistry | None = request.app.state.registry
+    entry = registry.get(settings.default_model) if registry else None
+    is_ready = entry is not None and entry.ready
+    response.status_code = 200 if is_ready else 503
+    return ServerReady(ready=is_ready)
+
+
+@router.get("", response_model=ServerMetadata)
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="odecast", version=__version__, extensions=[])
+
+
+@router.get("/models/{name}", response_model=ModelMetadata, dependencies=[Depends(require_api_key)],
+            responses=error_responses(401, 404, 503, oip=True))
+async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
+    """The model's versions, inputs and outputs."""
+    entry = _entry(registry, name)
+    if not entry.ready:
+        raise ApiError(503, ("path", "name"), f"model {name!r} failed to load: {entry.error}",
+                       "model_not_ready")
+    return ModelMetadata.of(entry)
+
+
+@router.get("/models/{name}/ready", response_model=ModelReady,
+            responses={503: {"model": ModelReady}, **error_responses(404, oip=True)})
+async def model_ready(name: str, registry: RegistryDep, response: Response) -> ModelReady:
+    """200 when the model is loaded, 503 when it failed to load."""
+    entry = _entry(registry, name)
+    response.status_code = 200 if entry.ready else 503
+    return ModelReady(name=name, ready=entry.ready)

@@ -1,0 +1,16 @@
+"""GET /metrics in the Prometheus text format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from service.api.deps import MetricsDep
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition format."}})
+async def metrics(metrics: MetricsDep) -> Response:
+    """Requests and latency by route and status, solver NFE per call, models loaded and failed."""
+    return Response(metrics.render(), media_type=metrics.content_type)

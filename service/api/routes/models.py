@@ -1,0 +1,18 @@
+"""GET /models: every checkpoint found, loaded or not, with the request limits."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from service.api.deps import RegistryDep, SettingsDep, require_api_key
+from service.api.schemas.common import error_responses
+from service.api.schemas.models import ModelInfo, ModelList
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("/models", response_model=ModelList, responses=error_responses(401, 503))
+async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelList:
+    """Every model with its kind, channels, time unit, training metrics, version and any load error."""
+    return ModelList(default_model=settings.default_model, models=[ModelInfo.of(entry) for entry in registry],
+                     limits=settings.limits())

@@ -1,0 +1,1 @@
+"""Request and response bodies (pydantic): what the OpenAPI docs show and the first validation."""

@@ -1,0 +1,114 @@
+"""Bodies of POST /forecast.
+
+Pydantic checks what needs no model: types, finite numbers, non-empty lists, quantile range.
+What depends on the model (channel count, numeric vs timestamp times, horizon) or on settings
+(limits) is checked in :mod:`service.api.forecasting`, with the same error shape.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _time_point(value: Any) -> float | int | str:
+    """A number or a string; kept as sent so ``at`` can be echoed back unchanged."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:
+            finite = False
+        if finite:
+            return value
+        raise PydanticCustomError("finite_number", "Input should be a finite number")
+    raise PydanticCustomError("time_type", "Input should be a number or an ISO-8601 timestamp string")
+
+
+TimePoint = Annotated[
+    float | str, PlainValidator(_time_point),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}),
+]
+
+
+def _rows(value: Any) -> Any:
+    """A flat list (one-channel model) becomes one-value rows; anything else is left to validate."""
+    if not isinstance(value, list):
+        return value
+    return [[cell] if cell is None or (isinstance(cell, int | float) and not isinstance(cell, bool)) else cell
+            for cell in value]
+
+
+Values = Annotated[
+    list[list[FiniteNumber | None]], BeforeValidator(_rows),
+    WithJsonSchema({"anyOf": [
+        {"type": "array", "items": {"type": "array", "items": {"type": ["number", "null"]}}},
+        {"type": "array", "items": {"type": ["number", "null"]}},
+    ]}),
+]
+
+EXAMPLE_REQUEST = {
+    "model": "spirals",
+    "series": [{
+        "id": "s1",
+        "times": [0.0, 0.37, 1.9, 2.2],
+        "values": [[5.2, 0.1], [None, 0.4], [4.6, 1.2], [4.3, 1.2]],
+        "at": [0.5, 3.0, 5.0],
+    }],
+    "quantiles": [0.05, 0.5, 0.95],
+    "num_samples": 64,
+    "seed": 0,
+}
+
+
+class SeriesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, description="Any label; echoed back.")
+    times: list[TimePoint] = Field(
+        min_length=1, description="Observation times, any order: numbers, or ISO-8601 timestamps for a "
+                                  "model trained on timestamps. No time may repeat.")
+    values: Values = Field(
+        description="One row per time, one column per model channel; null is a missing value. "
+                    "A flat list is accepted for a one-channel model.")
+    at: list[TimePoint] = Field(
+        min_length=1, description="Times to forecast, in the same form as `times`: any order, repeats "
+                                  "allowed, before, inside or after the observed window.")
+
+
+class ForecastRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    model: str | None = Field(None, description="Model name (GET /models); default: the server's default.")
+    series: list[SeriesIn] = Field(min_length=1)
+    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        [0.05, 0.5, 0.95], description="Quantile levels in (0, 1), each at most once.")
+    num_samples: int = Field(64, ge=1, description="Posterior samples of the initial latent state.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="The same request and seed give the same answer.")
+
+
+Matrix = list[list[float]]
+
+
+class SeriesForecastOut(BaseModel):
+    id: str | None
+    at: list[float | str] = Field(description="The requested times, in the order and form sent.")
+    mean: Matrix = Field(description="Predictive mean, one row per requested time, one column per channel.")
+    std: Matrix = Field(description="Predictive standard deviation, observation noise included.")
+    quantiles: dict[str, Matrix] = Field(description="Predictive quantiles, keyed by level.")
+    kind: list[Literal["backcast", "interpolation", "extrapolation"]] = Field(
+        description="Per requested time: before the first observation, within the observed window, "
+                    "or after the last observation.")
+
+
+class ForecastResponse(BaseModel):
+    model: str
+    model_version: str = Field(description="First 12 hex digits of the weights' SHA-256.")
+    forecasts: list[SeriesForecastOut]
+    nfe: int = Field(description="ODE function evaluations the request's solves took.")

@@ -1,0 +1,94 @@
+"""Model listings (GET /models) and the Open Inference Protocol v2 health and metadata bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.api.registry import ModelEntry
+from service.api.schemas.inference import INPUT_NAME, OUTPUT_NAME
+from service.model import classifier, forecaster
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: str | None = Field(description="`latent_ode` (POST /forecast) or `mnist_classifier` "
+                                         "(POST /classify).")
+    ready: bool
+    version: str | None = Field(description="First 12 hex digits of the weights' SHA-256.")
+    error: str | None = Field(description="Why the checkpoint was not loaded, if it was not.")
+    metrics: dict[str, Any] = Field(description="Metrics recorded at training.")
+    channels: list[str] | None = Field(None, description="Forecasters: the value columns, in order.")
+    time_unit: str | None = Field(None, description="Forecasters trained on timestamps: the unit "
+                                                    "numbers are in; null: plain numeric times.")
+    max_horizon: float | None = Field(None, description="Forecasters: the farthest a requested time may "
+                                                        "lie before the first or after the last observation.")
+    architecture: str | None = Field(None, description="Classifiers: odenet, rknet, resnet or mlp.")
+
+    @classmethod
+    def of(cls, entry: ModelEntry) -> ModelInfo:
+        model = entry.model
+        info = cls(name=entry.name, kind=entry.kind, ready=entry.ready, error=entry.error,
+                   version=model.version if model else None, metrics=model.metrics if model else {})
+        if entry.ready and entry.kind == forecaster.KIND:
+            info.channels, info.time_unit = model.channels, model.time_unit
+            info.max_horizon = model.max_horizon
+        if entry.ready and entry.kind == classifier.KIND:
+            info.architecture = model.architecture
+        return info
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelInfo]
+    limits: dict[str, int] = Field(description="Request limits (settings ODECAST_MAX_*).")
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool = Field(description="True when the default model is loaded.")
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class MetadataTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 marks a dimension of any size.")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+
+    @classmethod
+    def of(cls, entry: ModelEntry) -> ModelMetadata:
+        model = entry.model
+        if entry.kind == forecaster.KIND:
+            channels = len(model.channels)
+            inputs = [MetadataTensor(name="times", datatype="FP64", shape=[-1]),
+                      MetadataTensor(name="values", datatype="FP64", shape=[-1, channels]),
+                      MetadataTensor(name="at", datatype="FP64", shape=[-1])]
+            outputs = [MetadataTensor(name=name, datatype="FP64", shape=[-1, channels])
+                       for name in ("mean", "std")]
+        else:
+            inputs = [MetadataTensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, 28, 28])]
+            outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 10])]
+        return cls(name=entry.name, versions=[model.version], platform="pytorch", inputs=inputs,
+                   outputs=outputs)

@@ -1,0 +1,62 @@
+"""Server settings, read from ``ODECAST_*`` environment variables (or a ``.env`` file).
+
+Every request limit lives here so that it can be tuned per deployment, is enforced in one
+place and is listed in the OpenAPI description (see :func:`service.api.app.describe_limits`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ODECAST_", env_file=".env", env_ignore_empty=True,
+                                      extra="ignore")
+
+    models_dir: Path = Field(BUNDLED_MODELS_DIR, description="Directory of checkpoint directories.")
+    host: str = Field("127.0.0.1", description="Interface `odecast serve` binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `odecast serve` listens on.")
+    default_model: str = Field("spirals", description="Forecaster used when a /forecast request names "
+                                                      "none; readiness (/v2/health/ready) follows it.")
+    default_classifier: str = Field("mnist-odenet", description="Classifier used when a /classify "
+                                                                "request names none.")
+    api_key: SecretStr | None = Field(
+        None, description="When set, requests other than health probes, metrics and docs must "
+                          "send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch intra-op threads; unset: the CPU quota (cgroup or affinity).")
+    log_level: str = Field("info", description="Level of the JSON log lines on stderr.")
+
+    max_body_bytes: int = Field(10 * 2**20, ge=1, description="Largest request body, in bytes.")
+    max_series: int = Field(64, ge=1, description="Series per /forecast request.")
+    max_observations: int = Field(2000, ge=1, description="Observed times per series.")
+    max_times: int = Field(1000, ge=1, description="Requested times (`at`) per series.")
+    max_samples: int = Field(256, ge=1, description="`num_samples` per /forecast request.")
+    max_quantiles: int = Field(20, ge=1, description="Quantile levels per /forecast request.")
+    max_sample_points: int = Field(
+        2_000_000, ge=1, description="Requested times x samples, summed over a request's series: "
+                                     "bounds the memory and time of one /forecast call.")
+    max_images: int = Field(64, ge=1, description="Images per /classify or OIP infer request.")
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir_exists(cls, path: Path) -> Path:
+        if not path.is_dir():
+            raise ValueError(f"models directory {path} does not exist")
+        return path
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {level!r}")
+        return level.upper()
+
+    def limits(self) -> dict[str, int]:
+        """The request limits by setting name, for the OpenAPI description and GET /models."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name.startswith("max_")}

@@ -1,0 +1,213 @@
+"""Posterior predictive forecasts from a latent-ODE checkpoint, in the user's units.
+
+For each query series: encode its observations into q(z0); draw ``num_samples`` z0 from it;
+solve the latent ODE from the first observation (t = 0) **forward** to the requested times at
+or after it, and **backward** to those before it (a backcast); decode. The predictive
+distribution at a requested time is the mixture over samples of N(decoder mean, obs_std^2):
+
+- ``mean`` is the mixture mean (the average decoded mean);
+- ``std`` **includes the observation noise**: sqrt(variance of the decoded means over samples +
+  obs_std^2), so that intervals are calibrated for new observations, not only for the
+  noiseless latent trajectory;
+- ``quantiles`` are the mixture's exact quantiles (found by bisection on its CDF), not
+  empirical quantiles of a few draws, so they are smooth in the requested time.
+
+All series of a call are solved together on the sorted union of their requested times (as in
+training; see :mod:`service.model.batching`). A series therefore gets the same answer alone
+as in a batch up to the solver's tolerance (the adaptive step sizes see the whole batch).
+Each series draws its z0 noise from its own ``torch.Generator`` seeded with ``seed``, so the
+draws, too, do not depend on the rest of the batch; the same inputs and seed give the same
+answer.
+
+``max_horizon`` (user time units) bounds how far before the first or after the last
+observation a requested time may lie; the trainer sets it to twice the longest training
+series' span, beyond which a learned vector field has never been exercised.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import ndtr
+
+from service.model.batching import collate, union_grid
+from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from service.model.latent_ode import LatentODE, LatentODEConfig
+from service.model.series import Normalization, Series
+
+KIND = "latent_ode"
+
+# The mixture quantile is bracketed by [min mean - 10 std, max mean + 10 std] and halved this
+# many times: the bracket shrinks by 2^-60, below float64 resolution of the bracket itself.
+QUANTILE_BISECTIONS = 60
+
+
+@dataclass
+class ForecastQuery:
+    times: np.ndarray
+    values: np.ndarray
+    at: np.ndarray
+
+
+@dataclass
+class SeriesForecast:
+    mean: np.ndarray
+    std: np.ndarray
+    quantiles: dict[float, np.ndarray]
+    kind: list[str]
+
+
+@dataclass
+class Prediction:
+    forecasts: list[SeriesForecast]
+    nfe: int
+
+
+def mixture_quantile(means: np.ndarray, std: np.ndarray, q: float) -> np.ndarray:
+    """Quantile ``q`` of the equal-weight mixture of N(means[..., s, :], std^2) over samples s.
+
+    ``means`` is (m, S, C), ``std`` (C,); returns (m, C).
+    """
+    low = means.min(axis=1) - 10 * std
+    high = means.max(axis=1) + 10 * std
+    for _ in range(QUANTILE_BISECTIONS):
+        middle = 0.5 * (low + high)
+        below = ndtr((middle[:, None, :] - means) / std).mean(axis=1) < q
+        low = np.where(below, middle, low)
+        high = np.where(below, high, middle)
+    return 0.5 * (low + high)
+
+
+class Forecaster:
+    """A latent-ODE model with its normalisation, channel names and time unit, ready to answer.
+
+    Build one with :meth:`load` (from a checkpoint directory) or, in the trainer, directly from
+    an in-memory model and the config that would be saved with it.
+    """
+
+    def __init__(self, model: LatentODE, config: dict[str, Any], name: str, version: str):
+        self.model = model.eval()
+        self.config = config
+        self.name = name
+        self.version = version
+        self.normalization = Normalization.from_dict(config["normalization"])
+        self.channels = [str(c) for c in config["channels"]]
+        self.time_unit = config["time_unit"]
+        self.max_horizon = float(config["max_horizon"])
+        self.metrics = dict(config["metrics"])
+        self._lock = threading.Lock()  # NFE counters live on the model: one prediction at a time
+        sizes = (len(self.channels), model.config.num_channels, len(self.normalization.mean))
+        if len(set(sizes)) != 1:
+            raise ValueError(f"{name}: {sizes[0]} channel names, a {sizes[1]}-channel model and a "
+                             f"{sizes[2]}-channel normalisation")
+        if not self.max_horizon > 0:
+            raise ValueError(f"{name}: max_horizon must be positive")
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str | None = None) -> Forecaster:
+        """Load and check a checkpoint directory; any fault is a :class:`CheckpointError`."""
+        directory = Path(directory)
+        config, state = load_checkpoint(directory, kind=KIND)
+        try:
+            model = LatentODE(LatentODEConfig.from_dict(config["model"]))
+            load_state_strict(model, state, str(directory))
+            return cls(model, config, name or directory.name, config["weights_sha256"][:12])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{directory}: config.json does not describe a usable latent-ODE "
+                                  f"model ({type(exc).__name__}: {exc})") from exc
+
+    def predict(self, queries: list[ForecastQuery], quantiles: Sequence[float] = (),
+                num_samples: int = 64, seed: int = 0) -> Prediction:
+        """Posterior predictive at each query's ``at`` times; see the module docstring."""
+        quantiles = [float(q) for q in quantiles]
+        if any(not 0 < q < 1 for q in quantiles):
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {quantiles}")
+        if num_samples < 1:
+            raise ValueError("num_samples must be at least 1")
+        queries = [self._checked(i, q) for i, q in enumerate(queries)]
+        if not queries:
+            return Prediction([], 0)
+        with self._lock, torch.no_grad():
+            self.model.reset_nfe()
+            decoded = self._sample_decoded_means(queries, num_samples, seed)
+            nfe = self.model.nfe
+        obs_std = self.model.obs_std.detach().cpu().double().numpy()
+        return Prediction([self._summarise(q, means, obs_std, quantiles)
+                           for q, means in zip(queries, decoded, strict=True)], nfe)
+
+    def _checked(self, index: int, query: ForecastQuery) -> ForecastQuery:
+        where = f"queries[{index}]"
+        times = np.asarray(query.times, dtype=np.float64)
+        values = np.asarray(query.values, dtype=np.float64)
+        at = np.asarray(query.at, dtype=np.float64)
+        channels = len(self.channels)
+        if times.ndim != 1 or times.size == 0:
+            raise ValueError(f"{where}.times: expected a non-empty 1-D array, got shape {times.shape}")
+        if not np.all(np.isfinite(times)):
+            raise ValueError(f"{where}.times: contains a non-finite time")
+        if times.size > 1 and not np.all(np.diff(times) > 0):
+            raise ValueError(f"{where}.times: must be strictly increasing")
+        if values.shape != (times.size, channels):
+            raise ValueError(f"{where}.values: expected shape ({times.size}, {channels}) for channels "
+                             f"{self.channels}, got {values.shape}")
+        if np.isinf(values).any():
+            raise ValueError(f"{where}.values: contains an infinite value")
+        empty_rows = np.flatnonzero(np.isnan(values).all(axis=1))
+        if empty_rows.size:
+            raise ValueError(f"{where}.values: row {int(empty_rows[0])} has no observed channel")
+        if at.ndim != 1 or not np.all(np.isfinite(at)):
+            raise ValueError(f"{where}.at: expected a 1-D array of finite times")
+        if at.size:
+            before = times[0] - at.min()
+            after = at.max() - times[-1]
+            if max(before, after) > self.max_horizon:
+                side = (f"{before:g} before the first" if before >= after else f"{after:g} after the last")
+                raise ValueError(f"{where}.at: a requested time lies {side} observation; this model "
+                                 f"forecasts at most {self.max_horizon:g} time units away")
+        return ForecastQuery(times, values, at)
+
+    def _sample_decoded_means(self, queries: list[ForecastQuery], num_samples: int, seed: int
+                              ) -> list[np.ndarray]:
+        """Decoded means (m, S, C) at each query's ``at``, in normalised units."""
+        norm, model = self.normalization, self.model
+        device = model.log_obs_std.device
+        series = [Series(norm.times(q.times), norm.values(q.values)) for q in queries]
+        mean, std = model.posterior(collate(series).to(device))
+        draws = [torch.randn(num_samples, mean.shape[-1], generator=torch.Generator().manual_seed(seed))
+                 for _ in queries]
+        noise = torch.stack(draws, dim=1).to(device)
+        z0 = mean + std * noise                                          # (S, B, L)
+        offsets = [norm.times(q.at) - norm.times(q.times[0]) for q in queries]
+        decoded = [np.zeros((q.at.size, num_samples, len(self.channels))) for q in queries]
+        for sign in (1.0, -1.0):
+            selected = [off >= 0 if sign > 0 else off < 0 for off in offsets]
+            if not any(rows.any() for rows in selected):
+                continue
+            grid, indices = union_grid([np.zeros(1)] + [off[rows] * sign
+                                                        for off, rows in zip(offsets, selected, strict=True)])
+            path = model.decode(z0, sign * grid.to(device)).double().cpu().numpy()  # (T, S, B, C)
+            for b, (rows, index) in enumerate(zip(selected, indices[1:], strict=True)):
+                decoded[b][rows] = path[index, :, b, :]
+        return decoded
+
+    def _summarise(self, query: ForecastQuery, means: np.ndarray, obs_std: np.ndarray,
+                   quantiles: list[float]) -> SeriesForecast:
+        norm = self.normalization
+        mixture_mean = means.mean(axis=1)
+        mixture_std = np.sqrt(means.var(axis=1) + obs_std ** 2)
+        kind = ["backcast" if t < query.times[0] else "extrapolation" if t > query.times[-1]
+                else "interpolation" for t in query.at]
+        return SeriesForecast(
+            mean=norm.unvalues(mixture_mean),
+            std=norm.unscale(mixture_std),
+            quantiles={q: norm.unvalues(mixture_quantile(means, obs_std, q)) for q in quantiles},
+            kind=kind,
+        )

@@ -1,0 +1,234 @@
+"""POST /classify (JSON and PNG/JPEG uploads) and the OIP v2 infer path, on tiny real classifiers."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+DIGIT = np.zeros((28, 28))
+DIGIT[5:23, 13:16] = 1.0     # a "1"
+DIGIT[5:8, 10:13] = 0.6
+
+
+def image_list(pixels=DIGIT):
+    return np.asarray(pixels).tolist()
+
+
+def refusal(answer, status=422):
+    assert answer.status_code == status, answer.text
+    return answer.json()["detail"][0]
+
+
+def png_of_a_digit(size=(90, 120), fmt="PNG") -> bytes:
+    """Dark ink on white paper, larger than 28x28, off-centre: what a phone or canvas gives."""
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).line([(50, 15), (55, 100)], fill="black", width=9)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_json_image_answer(client):
+    answer = client.post("/classify", json={"image": image_list()})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == "digits" and len(body["model_version"]) == 12
+    (prediction,) = body["predictions"]
+    probabilities = np.array(prediction["probabilities"])
+    assert probabilities.shape == (10,) and abs(probabilities.sum() - 1) < 1e-5 and (probabilities >= 0).all()
+    assert prediction["label"] == int(probabilities.argmax()) and prediction["nfe"] == 0
+
+
+def test_0_255_integers_mean_the_same_as_0_1_floats(client):
+    as_floats = client.post("/classify", json={"image": image_list(np.round(DIGIT * 255) / 255)}).json()
+    as_bytes = client.post("/classify", json={"image": image_list(np.round(DIGIT * 255).astype(int))}).json()
+    np.testing.assert_allclose(as_bytes["predictions"][0]["probabilities"],
+                               as_floats["predictions"][0]["probabilities"], rtol=1e-6)
+
+
+def test_a_batch_answers_each_image_as_alone(client):
+    other = np.roll(DIGIT, 4, axis=1)
+    batch = client.post("/classify", json={"images": [image_list(other), image_list()]}).json()
+    alone = client.post("/classify", json={"image": image_list()}).json()
+    assert len(batch["predictions"]) == 2
+    np.testing.assert_allclose(batch["predictions"][1]["probabilities"],
+                               alone["predictions"][0]["probabilities"], rtol=1e-5)
+
+
+def test_an_ode_net_reports_its_nfe(client):
+    answer = client.post("/classify", json={"model": "digits-ode", "images": [image_list()] * 2}).json()
+    assert all(p["nfe"] > 0 for p in answer["predictions"])
+
+
+def test_png_and_jpeg_uploads(client):
+    png = client.post("/classify", files={"file": ("digit.png", png_of_a_digit(), "image/png")})
+    assert png.status_code == 200, png.text
+    assert len(png.json()["predictions"][0]["probabilities"]) == 10
+    several = client.post("/classify", data={"model": "digits-ode"}, files=[
+        ("file", ("a.png", png_of_a_digit(), "image/png")),
+        ("file", ("b.jpg", png_of_a_digit((300, 200), "JPEG"), "image/jpeg"))])
+    assert several.status_code == 200, several.text
+    assert several.json()["model"] == "digits-ode" and len(several.json()["predictions"]) == 2
+
+
+@pytest.mark.parametrize(("body", "field", "words"), [
+    ({"image": image_list()[:27]}, "image", "at least 28"),
+    ({"image": [row + [0.0] for row in image_list()]}, "image[0]", "at most 28"),
+    ({"images": []}, "images", "at least 1"),
+    ({}, "body", "neither"),
+    ({"image": image_list(), "images": [image_list()]}, "body", "both"),
+    ({"image": image_list(np.where(DIGIT > 0, -0.5, 0))}, "image[5][10]", "out of range"),
+    ({"image": image_list(np.where(DIGIT > 0, 300, 0))}, "image[5][10]", "0 to 255"),
+    ({"images": [image_list(), image_list(np.where(DIGIT > 0, 127.5, 0))]}, "images[1][5][10]",
+     "whole numbers"),
+    ({"image": image_list(), "size": 3}, "size", "Extra inputs"),
+    ({"model": "tiny", "image": image_list()}, "model", "needs mnist_classifier"),
+])
+def test_json_refusals(client, body, field, words):
+    error = refusal(client.post("/classify", json=body))
+    assert error["field"] == field and words in error["msg"], error
+
+
+def test_non_finite_pixels_and_broken_json(client):
+    text = json.dumps({"image": image_list()}).replace("0.6", "NaN", 1)
+    error = refusal(client.post("/classify", content=text, headers={"Content-Type": "application/json"}))
+    assert error["field"] == "image[5][10]" and "finite" in error["msg"]
+    broken = refusal(client.post("/classify", content=b'{"image": [',
+                                 headers={"Content-Type": "application/json"}))
+    assert broken["field"] == "body" and broken["msg"].startswith("invalid JSON")
+
+
+@pytest.mark.parametrize(("files", "data", "field", "words"), [
+    ({"file": ("x.png", b"hello", "image/png")}, None, "file", "not a PNG or JPEG"),
+    ({"file": ("x.png", b"", "image/png")}, None, "file", "empty"),
+    ({"file": ("x.png", png_of_a_digit((40, 40))[:60], "image/png")}, None, "file", "corrupt"),
+    ({"other": ("x.png", png_of_a_digit(), "image/png")}, None, "other", "unknown form field"),
+    ({"file": ("x.png", png_of_a_digit(), "image/png")}, {"model": "nope"}, "model", "unknown model"),
+])
+def test_upload_refusals(client, files, data, field, words):
+    answer = client.post("/classify", files=files, data=data)
+    assert answer.status_code in (404, 422), answer.text
+    error = answer.json()["detail"][0]
+    assert error["field"] == field and words in error["msg"], error
+
+
+def test_blank_upload_and_missing_file(client):
+    blank = io.BytesIO()
+    Image.new("L", (50, 50), 255).save(blank, format="PNG")
+    error = refusal(client.post("/classify", files={"file": ("blank.png", blank.getvalue(), "image/png")}))
+    assert "no digit" in error["msg"]
+    error = refusal(client.post("/classify", data={"model": "digits"}, files={}))
+    assert error["field"] in ("file", "body")
+
+
+def test_classify_limits(make_client):
+    client = make_client(max_images=2, max_body_bytes=20_000)
+    error = refusal(client.post("/classify", json={"images": [image_list()] * 3}))
+    assert error["field"] == "images" and error["type"] == "over_limit"
+    files = [("file", (f"{i}.png", png_of_a_digit(), "image/png")) for i in range(3)]
+    assert refusal(client.post("/classify", files=files))["type"] == "over_limit"
+    too_big = client.post("/classify", files={"file": ("big.png", b"\x89PNG" + b"0" * 30_000, "image/png")})
+    assert too_big.status_code == 413
+
+
+def test_no_classifier_loaded_is_503(make_client):
+    client = make_client(default_classifier="mnist-odenet")
+    assert refusal(client.post("/classify", json={"image": image_list()}), 503)["field"] == "model"
+
+
+# --- Open Inference Protocol v2 -------------------------------------------------------------------------
+
+def infer_body(data, shape, **extra):
+    return {"id": "req-7", "inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}],
+            **extra}
+
+
+def test_oip_metadata_of_the_classifier(client):
+    meta = client.get("/v2/models/digits").json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+
+
+def test_oip_infer_json_matches_classify(client):
+    classified = client.post("/classify", json={"image": image_list()}).json()
+    reference = classified["predictions"][0]["probabilities"]
+    flat = client.post("/v2/models/digits/infer", json=infer_body(DIGIT.ravel().tolist(), [1, 784]))
+    assert flat.status_code == 200, flat.text
+    body = flat.json()
+    assert body["model_name"] == "digits" and body["id"] == "req-7" and body["parameters"]["nfe"] == 0
+    (output,) = body["outputs"]
+    assert output["name"] == "probabilities" and output["datatype"] == "FP32" and output["shape"] == [1, 10]
+    np.testing.assert_allclose(output["data"], reference, rtol=1e-5)
+    nested = client.post("/v2/models/digits/infer", json=infer_body([[image_list()]] * 2, [2, 1, 28, 28],
+                                                                    outputs=[{"name": "probabilities"}]))
+    assert nested.status_code == 200 and nested.json()["outputs"][0]["shape"] == [2, 10]
+    assert "id" not in client.post("/v2/models/digits/infer", json={
+        "inputs": infer_body(DIGIT.ravel().tolist(), [1, 784])["inputs"]}).json()
+
+
+def test_oip_infer_binary_tensor_extension_as_tritonclient_sends_it(client):
+    """tritonclient's default: JSON header, then raw little-endian FP32, no Content-Type."""
+    images = np.stack([DIGIT, np.roll(DIGIT, 3, axis=0)]).astype("<f4")[:, None]
+    header = json.dumps({"inputs": [{"name": "input", "shape": [2, 1, 28, 28], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": images.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    answer = client.post("/v2/models/digits/infer", content=header + images.tobytes(),
+                         headers={"Inference-Header-Content-Length": str(len(header))})
+    assert answer.status_code == 200, answer.text
+    as_json = client.post("/v2/models/digits/infer", json=infer_body(images.ravel().tolist(), [2, 1, 28, 28]))
+    assert answer.json()["outputs"] == as_json.json()["outputs"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (infer_body(DIGIT.ravel().tolist(), [1, 27, 28]), "inputs[0].shape: [1, 27, 28]; expected"),
+    (infer_body(DIGIT.ravel().tolist(), [0, 784]), "inputs[0].shape"),
+    ({"inputs": [{**infer_body([0.0] * 784, [1, 784])["inputs"][0], "datatype": "INT32"}]},
+     "inputs[0].datatype: 'INT32'; the input is FP32"),
+    ({"inputs": [{**infer_body([0.0] * 784, [1, 784])["inputs"][0], "name": "x"}]}, "unknown input 'x'"),
+    ({"inputs": infer_body([0.0] * 784, [1, 784])["inputs"] * 2}, "inputs: 2 input tensors"),
+    (infer_body([0.0] * 700, [1, 784]), "inputs[0].data: 700 values; shape [1, 784] needs 784"),
+    (infer_body([0.0] * 784 + [2.0] + [0.0] * 783, [2, 784]),
+     "inputs[0].data[784]: 2 (image 1) is outside [0, 1]"),
+    (infer_body([[0.0] * 784, [0.0]], [2, 784]), "inputs[0].data: not a (nested) list"),
+    (infer_body(None, [1, 784]), "inputs[0].data: missing"),
+    (infer_body([0.0] * 784, [1, 784], outputs=[{"name": "logits"}]),
+     "outputs[0].name: unknown output 'logits'"),
+    ({"inputs": "x"}, "inputs: Input should be a valid array"),
+])
+def test_oip_infer_refusals_are_400_naming_the_field(client, body, message):
+    answer = client.post("/v2/models/digits/infer", json=body)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"], answer.json()
+
+
+def test_oip_infer_other_refusals(make_client):
+    client = make_client(max_images=2)
+    too_many = client.post("/v2/models/digits/infer", json=infer_body([0.0] * 3 * 784, [3, 784]))
+    assert too_many.status_code == 400 and "limit is 2" in too_many.json()["error"]
+    unknown = client.post("/v2/models/nope/infer", json=infer_body([0.0] * 784, [1, 784]))
+    assert unknown.status_code == 404 and "unknown model 'nope'" in unknown.json()["error"]
+    forecaster = client.post("/v2/models/tiny/infer", json=infer_body([0.0] * 784, [1, 784]))
+    assert forecaster.status_code == 400 and "needs mnist_classifier" in forecaster.json()["error"]
+    garbled = client.post("/v2/models/digits/infer", content=b"{",
+                          headers={"Content-Type": "application/json"})
+    assert garbled.status_code == 400 and garbled.json()["error"].startswith("body: invalid JSON")
+    gzipped = client.post("/v2/models/digits/infer", content=b"x", headers={"Content-Encoding": "gzip"})
+    assert gzipped.status_code == 400 and "Content-Encoding" in gzipped.json()["error"]
+    header = json.dumps(infer_body(None, [1, 784])).encode()
+    wrong_size = client.post("/v2/models/digits/infer", content=header + b"\0" * 16,
+                             headers={"Inference-Header-Content-Length": str(len(header))})
+    assert wrong_size.status_code == 400 and "inputs[0].data: missing" in wrong_size.json()["error"]
+    lying = client.post("/v2/models/digits/infer", content=header,
+                        headers={"Inference-Header-Content-Length": "99999"})
+    assert lying.status_code == 400 and "Inference-Header-Content-Length" in lying.json()["error"]
+
+
+def test_forecast_refuses_a_classifier(client):
+    answer = client.post("/forecast", json={"model": "digits", "series": [
+        {"times": [0], "values": [[1, 2]], "at": [1]}]})
+    error = refusal(answer)
+    assert error["field"] == "model" and "needs latent_ode" in error["msg"]

@@ -1,0 +1,200 @@
+"""POST /forecast through httpx on real (tiny, untrained) checkpoints: answers and every refusal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+SERIES = {"id": "s1", "times": [0.0, 0.37, 1.9, 2.2],
+          "values": [[1.0, 0.5], [None, 0.4], [0.2, 0.1], [0.0, -0.3]], "at": [-0.5, 0.5, 3.0, 7.5]}
+OTHERS = [{"id": "b", "times": [0.0, 1.0, 1.5], "values": [[2.0, 1.0], [1.5, None], [1.0, 0.0]],
+           "at": [0.2, 5.0]},
+          {"id": "c", "times": [3.0, 3.3, 4.1, 6.0], "values": [[0.1, 0.1]] * 4, "at": [2.0, 3.5, 9.0]}]
+
+
+def post(client, series=None, **fields):
+    return client.post("/forecast", json={"series": [SERIES] if series is None else series, **fields})
+
+
+def refusal(answer, status=422):
+    assert answer.status_code == status, answer.text
+    return answer.json()["detail"][0]
+
+
+def test_answer_shape_and_kinds(client):
+    answer = post(client)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == "tiny" and len(body["model_version"]) == 12 and body["nfe"] > 0
+    (forecast,) = body["forecasts"]
+    assert forecast["id"] == "s1" and forecast["at"] == SERIES["at"]
+    assert forecast["kind"] == ["backcast", "interpolation", "extrapolation", "extrapolation"]
+    mean, std = np.array(forecast["mean"]), np.array(forecast["std"])
+    assert mean.shape == std.shape == (4, 2) and (std > 0).all()
+    assert set(forecast["quantiles"]) == {"0.05", "0.5", "0.95"}
+    low, mid, high = (np.array(forecast["quantiles"][q]) for q in ("0.05", "0.5", "0.95"))
+    assert (low < mid).all() and (mid < high).all()
+    versions = {m["name"]: m["version"] for m in client.get("/models").json()["models"]}
+    assert body["model_version"] == versions["tiny"]
+
+
+def test_requested_times_come_back_in_the_order_asked_with_repeats(client):
+    forward = post(client, series=[{**SERIES, "at": [0.5, 3.0]}]).json()["forecasts"][0]
+    shuffled = post(client, series=[{**SERIES, "at": [3.0, 0.5, 3.0]}]).json()["forecasts"][0]
+    assert shuffled["at"] == [3.0, 0.5, 3.0]
+    np.testing.assert_allclose(shuffled["mean"], [forward["mean"][1], forward["mean"][0], forward["mean"][1]],
+                               rtol=1e-6)
+
+
+def test_observations_in_any_order_give_the_sorted_answer(client):
+    order = [2, 0, 3, 1]
+    shuffled = {**SERIES, "times": [SERIES["times"][i] for i in order],
+                "values": [SERIES["values"][i] for i in order]}
+    assert post(client, series=[shuffled]).json()["forecasts"] == post(client).json()["forecasts"]
+
+
+def test_same_seed_same_answer_other_seed_other_answer(client):
+    first, again = post(client, seed=7).json(), post(client, seed=7).json()
+    assert first == again
+    assert post(client, seed=8).json()["forecasts"][0]["mean"] != first["forecasts"][0]["mean"]
+
+
+def test_a_series_alone_and_in_a_batch_get_the_same_answer(client):
+    alone = post(client).json()["forecasts"][0]
+    batch = post(client, series=[OTHERS[0], SERIES, OTHERS[1]]).json()["forecasts"]
+    assert [f["id"] for f in batch] == ["b", "s1", "c"]
+    for key in ("mean", "std"):
+        np.testing.assert_allclose(batch[1][key], alone[key], rtol=1e-3, atol=1e-3)
+    for level in ("0.05", "0.95"):
+        np.testing.assert_allclose(batch[1]["quantiles"][level], alone["quantiles"][level],
+                                   rtol=1e-3, atol=1e-3)
+
+
+def test_defaults_and_explicit_model(client):
+    body = post(client, model="tiny", quantiles=[0.25], num_samples=4).json()
+    assert list(body["forecasts"][0]["quantiles"]) == ["0.25"]
+    anonymous = {k: v for k, v in SERIES.items() if k != "id"}
+    assert post(client, series=[anonymous]).json()["forecasts"][0]["id"] is None
+
+
+def test_timestamps_for_a_model_trained_on_them(client):
+    series = {"times": ["2024-03-01T02:00:00Z", "2024-03-01T00:00:00Z", "2024-03-01T01:30:00+01:00"],
+              "values": [1.0, 3.0, 2.0], "at": ["2024-03-01T12:00:00Z", "2024-02-29T23:00:00"]}
+    answer = client.post("/forecast", json={"model": "hourly", "series": [series]})
+    assert answer.status_code == 200, answer.text
+    forecast = answer.json()["forecasts"][0]
+    assert forecast["at"] == series["at"] and forecast["kind"] == ["extrapolation", "backcast"]
+    assert np.array(forecast["mean"]).shape == (2, 1)
+    as_rows = client.post("/forecast", json={"model": "hourly", "series": [
+        {**series, "values": [[1.0], [3.0], [2.0]]}]}).json()["forecasts"][0]
+    assert as_rows == forecast
+
+
+@pytest.mark.parametrize(("times", "values", "field", "words"), [
+    (["2024-03-01T00:00:00Z", "2024-03-01T01:00:00+01:00"], [1.0, 2.0], "series[0].times[1]",
+     "repeats times[0]"),
+    (["2024-03-01T00:00:00Z", 5.0], [1.0, 2.0], "series[0].times[1]", "ISO-8601"),
+    (["2024-03-01T00:00:00Z", "yesterday"], [1.0, 2.0], "series[0].times[1]", "not an ISO-8601"),
+])
+def test_timestamp_refusals(client, times, values, field, words):
+    answer = client.post("/forecast", json={"model": "hourly", "series": [
+        {"times": times, "values": values, "at": ["2024-03-01T05:00:00Z"]}]})
+    error = refusal(answer)
+    assert error["field"] == field and words in error["msg"]
+
+
+def test_numeric_model_refuses_timestamps(client):
+    error = refusal(post(client, series=[{**SERIES, "at": [1.0, "2024-03-01T00:00:00Z"]}]))
+    assert error["field"] == "series[0].at[1]" and "numeric times" in error["msg"]
+
+
+def with_series(**changes):
+    return [{**SERIES, **changes}]
+
+
+@pytest.mark.parametrize(("series", "field", "words"), [
+    (with_series(values=[[1.0, 0.5, 3.0], [None, 0.4], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[0]",
+     "2 channel(s): x, y"),
+    (with_series(values=[1.0, 0.4, 0.2, 0.0]), "series[0].values[0]", "1 values"),
+    (with_series(values=[[1.0, 0.5], [0.2, 0.1]]), "series[0].values", "2 rows of values for 4 times"),
+    (with_series(values=[[1.0, 0.5], [None, None], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[1]",
+     "every channel is missing"),
+    (with_series(times=[0.0, 0.37, 1.9, 0.37]), "series[0].times[3]", "repeats times[1]"),
+    (with_series(times=[]), "series[0].times", "at least 1 item"),
+    (with_series(at=[]), "series[0].at", "at least 1 item"),
+    (with_series(at=[1.0, 12.3]), "series[0].at[1]", "10.1 time units after the last observation"),
+    (with_series(at=[-10.5]), "series[0].at[0]", "10.5 time units before the first observation"),
+    (with_series(values=[[True, 0.5], [None, 0.4], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[0][0]",
+     "valid number"),
+    (with_series(values=[[1.0, "0.5"], [None, 0.4], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[0][1]",
+     "valid number"),
+    (with_series(times=[0.0, None, 1.9, 2.2]), "series[0].times[1]", "number or an ISO-8601"),
+    (with_series(id=5), "series[0].id", "valid string"),
+    (with_series(horizon=5), "series[0].horizon", "Extra inputs"),
+    ([], "series", "at least 1 item"),
+])
+def test_malformed_series_name_the_field(client, series, field, words):
+    error = refusal(post(client, series=series))
+    assert error["field"] == field and words in error["msg"], error
+
+
+@pytest.mark.parametrize(("fields", "field", "words"), [
+    ({"quantiles": [0.5, 1.0]}, "quantiles[1]", "less than 1"),
+    ({"quantiles": [0.0]}, "quantiles[0]", "greater than 0"),
+    ({"quantiles": [0.5, 0.2, 0.5]}, "quantiles[2]", "asked for twice"),
+    ({"num_samples": 0}, "num_samples", "greater than or equal to 1"),
+    ({"seed": -1}, "seed", "greater than or equal to 0"),
+    ({"model": 3}, "model", "valid string"),
+    ({"steps": 3}, "steps", "Extra inputs"),
+])
+def test_malformed_options_name_the_field(client, fields, field, words):
+    error = refusal(post(client, **fields))
+    assert error["field"] == field and words in error["msg"], error
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ('"values": [[1.0, 1e999], [0.0, 0.0]], "times": [0, 1], "at": [2]', "series[0].values[0][1]"),
+    ('"values": [[1.0, NaN], [0.0, 0.0]], "times": [0, 1], "at": [2]', "series[0].values[0][1]"),
+    ('"values": [[1.0, 2.0], [0.0, 0.0]], "times": [0, Infinity], "at": [2]', "series[0].times[1]"),
+    ('"values": [[1.0, 2.0], [0.0, 0.0]], "times": [0, 1], "at": [-Infinity]', "series[0].at[0]"),
+])
+def test_non_finite_numbers_are_refused(client, text, field):
+    answer = client.post("/forecast", content="{\"series\": [{" + text + "}]}",
+                         headers={"Content-Type": "application/json"})
+    error = refusal(answer)
+    assert error["field"] == field and "finite" in error["msg"]
+
+
+def test_malformed_bodies(client):
+    broken = client.post("/forecast", content=b'{"series": [', headers={"Content-Type": "application/json"})
+    assert refusal(broken)["msg"].startswith("invalid JSON at character 12")
+    form = client.post("/forecast", content=b'{"series": []}', headers={"Content-Type": "text/plain"})
+    assert "Content-Type: application/json" in refusal(form)["msg"]
+    assert refusal(client.post("/forecast", json=[1, 2]))["field"] == "body"
+    assert refusal(client.post("/forecast", json={}))["field"] == "series"
+
+
+@pytest.mark.parametrize(("limit", "fields", "field"), [
+    ({"max_series": 2}, {"series": [SERIES] * 3}, "series"),
+    ({"max_observations": 3}, {}, "series[0].times"),
+    ({"max_times": 3}, {}, "series[0].at"),
+    ({"max_samples": 8}, {"num_samples": 9}, "num_samples"),
+    ({"max_quantiles": 2}, {}, "quantiles"),
+    ({"max_sample_points": 100}, {"num_samples": 30}, "num_samples"),
+])
+def test_over_limit_requests(make_client, limit, fields, field):
+    client = make_client(**limit)
+    error = refusal(client.post("/forecast", json={"series": [SERIES], **fields}))
+    assert error["field"] == field and error["type"] == "over_limit"
+    assert "limit is" in error["msg"] and "ODECAST_MAX_" in error["msg"]
+
+
+def test_model_lookup_refusals(client):
+    assert refusal(post(client, model="nope"), 404)["field"] == "model"
+    failed = refusal(post(client, model="tampered"), 503)
+    assert failed["field"] == "model" and "does not match" in failed["msg"]
+
+
+def test_solver_step_cap_is_a_422_with_the_reason(client):
+    error = refusal(post(client, model="stiff"))
+    assert error["type"] == "solver_step_limit" and "step cap" in error["msg"]

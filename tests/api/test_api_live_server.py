@@ -1,0 +1,72 @@
+"""The real thing: ``odecast serve`` (uvicorn) on 127.0.0.1, called over HTTP with httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+STARTUP_SECONDS = 60
+
+
+@pytest.fixture
+def server(models_dir):
+    """Start ``odecast serve --port 0``; yield (base URL, the JSON log lines so far)."""
+    env = {**os.environ, "ODECAST_DEFAULT_MODEL": "tiny", "ODECAST_TORCH_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", "0",
+         "--models-dir", str(models_dir)],
+        stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    seen: list[dict] = []
+
+    def read_logs(until: float) -> None:
+        while time.monotonic() < until:
+            try:
+                seen.append(json.loads(lines.get(timeout=0.1)))
+            except queue.Empty:
+                return
+
+    deadline = time.monotonic() + STARTUP_SECONDS
+    url = None
+    while url is None and time.monotonic() < deadline and process.poll() is None:
+        try:
+            entry = json.loads(lines.get(timeout=0.5))
+        except queue.Empty:
+            continue
+        seen.append(entry)
+        match = re.search(r"running on (http://127\.0\.0\.1:\d+)", entry["message"])
+        url = match.group(1) if match else None
+    try:
+        assert url, f"server did not start; log: {seen}"
+        yield url, seen, lambda: read_logs(time.monotonic() + 2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_served_over_http(server):
+    url, logs, drain = server
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        answer = client.post("/forecast", headers={"X-Request-ID": "live-1"}, json={
+            "series": [{"times": [0, 1, 2], "values": [[1, 0], [0, 1], [None, 0.5]], "at": [3, 0.5]}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Request-ID"] == "live-1"
+        assert answer.json()["forecasts"][0]["kind"] == ["extrapolation", "interpolation"]
+        assert client.post("/forecast", json={"series": []}).status_code == 422
+    drain()
+    assert any(entry.get("message", "").startswith("models loaded") and "tampered" in entry["failed"]
+               for entry in logs)
+    access = [entry for entry in logs
+              if entry["logger"] == "odecast.access" and entry["request_id"] == "live-1"]
+    assert access and access[0]["status"] == 200 and access[0]["path"] == "/forecast"

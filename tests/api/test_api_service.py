@@ -1,0 +1,191 @@
+"""Everything around /forecast: probes, metadata, model list, metrics, request ids, auth, 413."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.api.logs import JsonFormatter, request_id_var
+from service.api.settings import Settings
+
+BROKEN = {"tampered": "does not match", "foreign": "kind 'gpt'", "garbled": "not valid JSON"}
+
+
+def test_liveness_and_readiness(client):
+    assert client.get("/v2/health/live").json() == {"live": True}
+    ready = client.get("/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    assert client.get("/v2").json()["name"] == "odecast"
+
+
+@pytest.mark.parametrize("default_model", ["tampered", "absent"])
+def test_not_ready_when_the_default_model_is_not_loaded(make_client, default_model):
+    client = make_client(default_model=default_model)
+    ready = client.get("/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (503, {"ready": False})
+    assert client.get("/v2/health/live").status_code == 200
+    answer = client.post("/forecast", json={"series": [{"times": [0], "values": [[1, 2]], "at": [1]}]})
+    assert answer.status_code == 503
+    assert default_model in answer.json()["detail"][0]["msg"]
+
+
+def test_no_models_at_all(tmp_path):
+    with TestClient(create_app(Settings(models_dir=tmp_path, torch_threads=1))) as client:
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/models").json()["models"] == []
+        answer = client.post("/forecast", json={"series": [{"times": [0], "values": [1], "at": [1]}]})
+        assert answer.status_code == 503
+
+
+def test_503_before_the_lifespan_has_loaded_models(models_dir):
+    client = TestClient(create_app(Settings(models_dir=models_dir, default_model="tiny")))  # no lifespan
+    assert client.get("/models").status_code == 503
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v2/health/live").status_code == 200
+
+
+def test_model_list_shows_every_checkpoint_and_its_error(client):
+    listing = client.get("/models").json()
+    assert listing["default_model"] == "tiny"
+    assert listing["limits"]["max_series"] == 64
+    models = {m["name"]: m for m in listing["models"]}
+    assert set(models) == {"tiny", "hourly", "stiff", "digits", "digits-ode", *BROKEN}
+    tiny = models["tiny"]
+    assert tiny["ready"] and tiny["error"] is None and tiny["kind"] == "latent_ode"
+    assert tiny["channels"] == ["x", "y"] and tiny["time_unit"] is None and tiny["max_horizon"] == 10.0
+    assert tiny["metrics"] == {"val_rmse": 0.5} and len(tiny["version"]) == 12
+    assert models["hourly"]["time_unit"] == "hours"
+    assert models["digits"]["kind"] == "mnist_classifier" and models["digits"]["architecture"] == "mlp"
+    assert models["digits"]["channels"] is None
+    for name, reason in BROKEN.items():
+        assert not models[name]["ready"] and models[name]["version"] is None
+        assert reason in models[name]["error"]
+
+
+def test_oip_model_metadata_and_readiness(client):
+    meta = client.get("/v2/models/tiny").json()
+    assert meta["name"] == "tiny" and meta["platform"] == "pytorch" and len(meta["versions"][0]) == 12
+    assert {"name": "values", "datatype": "FP64", "shape": [-1, 2]} in meta["inputs"]
+    assert client.get("/v2/models/tiny/ready").json() == {"name": "tiny", "ready": True}
+    not_ready = client.get("/v2/models/tampered/ready")
+    assert (not_ready.status_code, not_ready.json()) == (503, {"name": "tampered", "ready": False})
+    failed = client.get("/v2/models/tampered")
+    assert failed.status_code == 503 and "does not match" in failed.json()["error"]
+    for path in ("/v2/models/nope", "/v2/models/nope/ready"):
+        unknown = client.get(path)
+        assert unknown.status_code == 404 and unknown.json() == {"error": "path.name: unknown model 'nope'"}
+
+
+def test_unknown_route_and_method_use_the_error_shape(client):
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["detail"][0]["msg"] == "Not Found"
+    assert client.get("/forecast").status_code == 405
+
+
+def test_metrics_count_requests_nfe_and_models(client):
+    client.get("/v2/health/live")
+    client.get("/v2/models/nope/ready")
+    client.post("/forecast", json={"series": [{"times": [0, 1], "values": [[1, 2], [2, 3]], "at": [2]}]})
+    text = client.get("/metrics").text
+    for metric, endpoint, method, status in [("requests_total", "/v2/health/live", "GET", 200),
+                                             ("requests_total", "/v2/models/{name}/ready", "GET", 404),
+                                             ("request_duration_seconds_count", "/forecast", "POST", 200)]:
+        labels = f'endpoint="{endpoint}",method="{method}",status="{status}"'
+        assert f"odecast_http_{metric}{{{labels}}} 1.0" in text
+    assert 'odecast_solver_nfe_count{model="tiny"} 1.0' in text
+    assert 'odecast_models{state="ready"} 5.0' in text and 'odecast_models{state="failed"} 3.0' in text
+
+
+def test_request_id_is_echoed_or_made(client):
+    echoed = client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    made = client.get("/v2/health/live", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert len(made.headers["X-Request-ID"]) == 32 and made.headers["X-Request-ID"] != "bad id\twith spaces"
+    assert client.get("/nowhere").headers["X-Request-ID"]
+
+
+def test_access_log_carries_the_request_id(client, caplog):
+    with caplog.at_level(logging.INFO, logger="odecast.access"):
+        client.get("/v2/health/live", headers={"X-Request-ID": "trace-me"})
+    record = next(r for r in caplog.records if r.name == "odecast.access")
+    assert (record.status, record.path) == (200, "/v2/health/live")
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "GET /v2/health/live 200" and line["status"] == 200
+
+
+def test_json_formatter_carries_the_context_request_id():
+    token = request_id_var.set("rid-1")
+    try:
+        record = logging.makeLogRecord({"name": "x", "levelname": "INFO", "msg": "hi %s", "args": ("there",),
+                                        "model": "tiny"})
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["request_id"] == "rid-1" and line["message"] == "hi there" and line["model"] == "tiny"
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": "Basic c2VjcmV0"}])
+def test_api_key_refusals(make_client, headers):
+    client = make_client(api_key="secret")
+    for method, path in (("POST", "/forecast"), ("POST", "/classify"), ("GET", "/models"),
+                         ("GET", "/v2/models/tiny"), ("POST", "/v2/models/digits/infer")):
+        answer = client.request(method, path, headers=headers, json={})
+        assert answer.status_code == 401, path
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        message = answer.json()["error"] if path.startswith("/v2/") else answer.json()["detail"][0]["msg"]
+        assert "API key" in message
+
+
+def test_api_key_accepted_and_probes_stay_open(make_client):
+    client = make_client(api_key="secret")
+    assert client.get("/models", headers={"X-API-Key": "secret"}).status_code == 200
+    assert client.get("/models", headers={"Authorization": "Bearer secret"}).status_code == 200
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/tiny/ready", "/metrics", "/docs",
+                 "/openapi.json"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_body_over_the_limit_is_413_by_declared_length(make_client):
+    client = make_client(max_body_bytes=100)
+    answer = client.post("/forecast", content=b"{" + b" " * 200 + b"}",
+                         headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.json()["detail"][0] == {"type": "body_too_large", "loc": ["body"], "field": "body",
+                                          "msg": "request body is larger than the limit of 100 bytes"}
+
+
+def test_body_over_the_limit_is_413_when_streamed_without_length(make_client):
+    client = make_client(max_body_bytes=100)
+    chunks = iter([b'{"series": [', b" " * 60, b" " * 60, b"]}"])
+    answer = client.post("/forecast", content=chunks, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413
+    small = client.post("/forecast", content=iter([b'{"series"', b": []}"]),
+                        headers={"Content-Type": "application/json"})
+    assert small.status_code == 422  # read whole and replayed: the app saw the real body
+
+
+def test_openapi_lists_the_limits_and_an_example(client):
+    spec = client.get("/openapi.json").json()
+    for name in ("MAX_BODY_BYTES", "MAX_SERIES", "MAX_OBSERVATIONS", "MAX_TIMES", "MAX_SAMPLES"):
+        assert f"`{name}`" in spec["info"]["description"]
+    request_schema = spec["components"]["schemas"]["ForecastRequest"]
+    assert request_schema["examples"][0]["model"] == "spirals"
+    assert "413" in spec["paths"]["/forecast"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_openapi_documents_hand_read_bodies(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert {"ClassifyRequest", "InferRequest", "RequestInput"} <= set(schemas)
+    inputs = schemas["InferRequest"]["properties"]["inputs"]
+    assert inputs["items"] == {"$ref": "#/components/schemas/RequestInput"}
+    content = spec["paths"]["/classify"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]
+    assert infer["schema"] == {"$ref": "#/components/schemas/InferRequest"}

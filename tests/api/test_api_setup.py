@@ -1,0 +1,74 @@
+"""Start-up pieces: the registry, settings from the environment, CPU quota, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from service.api.cpu import available_cpus, cgroup_cpu_limit, configure_torch_threads
+from service.api.registry import ModelRegistry
+from service.api.settings import BUNDLED_MODELS_DIR, Settings
+from service.cli import main
+
+
+def test_registry_serves_the_good_and_lists_the_broken(models_dir):
+    shutil.copytree(models_dir / "tiny", models_dir / ".tiny.old")  # a save's leftover: hidden, skipped
+    (models_dir / "notes").mkdir()                                  # no config.json: not a checkpoint
+    (models_dir / "README").write_text("not a directory")
+    registry = ModelRegistry.load(models_dir)
+    assert sorted(registry.names()) == ["digits", "digits-ode", "foreign", "garbled", "hourly", "stiff",
+                                        "tampered", "tiny"]
+    assert {e.name for e in registry if e.ready} == {"digits", "digits-ode", "hourly", "stiff", "tiny"}
+    assert registry.count(ready=True) == 5 and registry.count(ready=False) == 3
+    tiny = registry.get("tiny")
+    assert tiny.kind == "latent_ode" and tiny.model.name == "tiny" and tiny.error is None
+    foreign = registry.get("foreign")
+    assert foreign.kind == "gpt" and "not one this server serves" in foreign.error
+    assert registry.get("garbled").kind is None and registry.get("missing") is None
+
+
+def test_settings_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ODECAST_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("ODECAST_MAX_SERIES", "7")
+    monkeypatch.setenv("ODECAST_API_KEY", "s3cret-key")
+    settings = Settings()
+    assert settings.models_dir == tmp_path and settings.max_series == 7
+    assert settings.api_key.get_secret_value() == "s3cret-key" and "s3cret" not in repr(settings)
+    assert settings.limits()["max_series"] == 7 and "max_body_bytes" in settings.limits()
+
+
+def test_settings_refuse_a_missing_models_dir_and_bad_values(tmp_path):
+    with pytest.raises(ValidationError, match="does not exist"):
+        Settings(models_dir=tmp_path / "nope")
+    with pytest.raises(ValidationError):
+        Settings(models_dir=tmp_path, max_series=0)
+    with pytest.raises(ValidationError, match="log level"):
+        Settings(models_dir=tmp_path, log_level="loud")
+    assert BUNDLED_MODELS_DIR.name == "models" and (BUNDLED_MODELS_DIR.parent / "service").is_dir()
+
+
+@pytest.mark.parametrize(("text", "cpus"), [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1),
+                                            ("max 100000", None), ("garbage", None)])
+def test_cgroup_quota(tmp_path, text, cpus):
+    (tmp_path / "cpu.max").write_text(text + "\n")
+    assert cgroup_cpu_limit(tmp_path / "cpu.max") == cpus
+
+
+def test_cpu_count_and_torch_threads(tmp_path):
+    assert cgroup_cpu_limit(tmp_path / "absent") is None
+    (tmp_path / "cpu.max").write_text("100000 100000")
+    assert available_cpus(tmp_path / "cpu.max") == 1
+    before = torch.get_num_threads()
+    try:
+        assert configure_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_torch_threads(None) == available_cpus()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_reports_bad_settings(tmp_path, capsys):
+    assert main(["serve", "--models-dir", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""Long-format CSV loading: good files load exactly; every fault names its line and column."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from service.model.timeunits import parse_timestamp
+from training.data.csv_series import CsvFormatError, load_csv
+
+
+def write(tmp_path, text, name="data.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_numeric_times_missing_cells_multiple_series_unsorted(tmp_path):
+    path = write(tmp_path, "series_id,time,temp,load\n"
+                           "b,2.5,1.0,\n"
+                           "a,3,4,5\n"
+                           "a,1, -2e-1 ,7\n"
+                           "\n"
+                           "b,0.5,,8\n"
+                           "a,2,,6\n")
+    data = load_csv(path)
+    assert data.channels == ["temp", "load"]
+    assert data.time_unit is None
+    assert data.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [s.id for s in data.series] == ["b", "a"]
+    b, a = data.series
+    np.testing.assert_array_equal(a.times, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(a.values, [[-0.2, 7.0], [np.nan, 6.0], [4.0, 5.0]])
+    np.testing.assert_array_equal(b.times, [0.5, 2.5])
+    np.testing.assert_array_equal(b.values, [[np.nan, 8.0], [1.0, np.nan]])
+
+
+def test_iso_timestamps_choose_a_unit_and_round_trip(tmp_path):
+    path = write(tmp_path, "series_id,time,x\n"
+                           "s,2024-03-01T02:00:00Z,3\n"
+                           "s,2024-03-01T00:00:00Z,1\n"
+                           "s,2024-03-01T01:00:00Z,2\n"
+                           "t,2024-03-01T05:30:00+01:00,9\n")
+    data = load_csv(path)
+    assert data.time_unit == "hours"
+    s, t = data.series
+    expected = parse_timestamp("2024-03-01T00:00:00Z") / 3600 + np.arange(3)
+    np.testing.assert_allclose(s.times, expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(s.values[:, 0], [1, 2, 3])
+    assert t.times[0] * 3600 == parse_timestamp("2024-03-01T04:30:00Z")
+
+
+def test_naive_timestamps_are_utc(tmp_path):
+    data = load_csv(write(tmp_path, "series_id,time,x\ns,2024-03-01 00:00,1\ns,2024-03-02 00:00,2\n"))
+    assert data.time_unit == "days"
+    assert data.series[0].times[0] * 86400 == parse_timestamp("2024-03-01T00:00:00Z")
+
+
+def test_single_observation_series_is_allowed(tmp_path):
+    data = load_csv(write(tmp_path, "series_id,time,x\nlonely,4,1\n"))
+    assert len(data.series) == 1 and data.series[0].times.tolist() == [4.0]
+
+
+def fault(tmp_path, text):
+    with pytest.raises(CsvFormatError) as info:
+        load_csv(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_bad_time_names_row_and_column(tmp_path):
+    message = fault(tmp_path, "series_id,time,x\ns,1,2\ns,noon,3\n")
+    assert message.startswith("line 3, column 'time':") and "'noon'" in message
+
+
+def test_mixing_numbers_and_timestamps_is_refused(tmp_path):
+    message = fault(tmp_path, "series_id,time,x\ns,1,2\ns,2024-03-01,3\n")
+    assert message.startswith("line 3, column 'time':") and "line 2" in message
+
+
+def test_mixing_zoned_and_naive_timestamps_is_refused(tmp_path):
+    message = fault(tmp_path, "series_id,time,x\ns,2024-03-01T00:00Z,2\ns,2024-03-02T00:00,3\n")
+    assert message.startswith("line 3, column 'time':") and "time zone" in message
+
+
+def test_empty_time_and_non_finite_time(tmp_path):
+    assert fault(tmp_path, "series_id,time,x\ns,,2\n").startswith("line 2, column 'time': empty")
+    assert fault(tmp_path, "series_id,time,x\ns,nan,2\n").startswith("line 2, column 'time':")
+    assert fault(tmp_path, "series_id,time,x\ns,1e999,2\n").startswith("line 2, column 'time':")
+
+
+def test_unknown_series_names_row_and_column(tmp_path):
+    message = fault(tmp_path, "series_id,time,x\ns,1,2\n  ,2,3\n")
+    assert message.startswith("line 3, column 'series_id':")
+
+
+@pytest.mark.parametrize("cell", ["abc", "1,5", "0x10", "--1"])
+def test_non_numeric_value_names_row_and_column(tmp_path, cell):
+    message = fault(tmp_path, f'series_id,time,x,y\ns,1,2,3\ns,2,4,"{cell}"\n')
+    assert message.startswith("line 3, column 'y':") and "not a number" in message
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", "-Infinity", "1e400"])
+def test_non_finite_value_names_row_and_column(tmp_path, cell):
+    message = fault(tmp_path, f"series_id,time,x,y\ns,1,{cell},3\n")
+    assert message.startswith("line 2, column 'x':")
+
+
+def test_duplicate_time_in_a_series_names_both_rows(tmp_path):
+    message = fault(tmp_path, "series_id,time,x\ns,1,1\nt,1,1\ns,2,2\ns,1.0,3\n")
+    assert message.startswith("line 5, column 'time':")
+    assert "lines 2 and 5" in message and "'s'" in message
+
+
+def test_duplicate_instant_written_in_two_zones(tmp_path):
+    message = fault(tmp_path, "series_id,time,x\ns,2024-03-01T01:00+01:00,1\ns,2024-03-01T00:00Z,2\n")
+    assert "lines 2 and 3" in message
+
+
+def test_row_with_every_channel_empty(tmp_path):
+    message = fault(tmp_path, "series_id,time,x,y\ns,1,1,\ns,2, ,\n")
+    assert message.startswith("line 3, column 'x', 'y':") and "every channel is empty" in message
+
+
+def test_channel_never_observed(tmp_path):
+    message = fault(tmp_path, "series_id,time,x,y\ns,1,1,\ns,2,2,\n")
+    assert message.startswith("line 1, column 'y':")
+
+
+def test_wrong_number_of_cells(tmp_path):
+    assert fault(tmp_path, "series_id,time,x\ns,1,2\ns,2,3,4\n").startswith("line 3: 4 cells")
+    assert fault(tmp_path, "series_id,time,x,y\ns,1,2\n").startswith("line 2: 3 cells")
+
+
+@pytest.mark.parametrize(("text", "start"), [
+    ("", "line 1: the file is empty"),
+    ("\n\n", "line 1: the file is empty"),
+    ("series_id,time,x\n", "line 2: the file has a header but no observations"),
+    ("id,time,x\ns,1,2\n", "line 1, column 1: expected header 'series_id'"),
+    ("series_id,t,x\ns,1,2\n", "line 1, column 2: expected header 'time'"),
+    ("series_id\n", "line 1, column 2: expected header 'time', found None"),
+    ("series_id,time\ns,1\n", "line 1: no channel columns"),
+    ("series_id,time,x,,y\ns,1,2,3,4\n", "line 1, column 4: a column has no name"),
+    ("series_id,time,x,y,x\ns,1,2,3,4\n", "line 1, column 'x': column 5 repeats the name of column 3"),
+    ("series_id,time,time\ns,1,2\n", "line 1, column 'time': column 3 repeats"),
+])
+def test_header_faults(tmp_path, text, start):
+    assert fault(tmp_path, text).startswith(start)
+
+
+def test_not_utf8_and_malformed_quotes(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("series_id,time,x\ns,1,2\nsé,2,3\n".encode("latin-1"))
+    with pytest.raises(CsvFormatError, match="^line 3: not UTF-8"):
+        load_csv(path)
+    assert fault(tmp_path, 'series_id,time,x\ns,1,"2\n').startswith("line 2: malformed CSV")
+
+
+def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfseries_id,time,x\r\ns,1,2\r\ns,2,3\r\n")
+    data = load_csv(path)
+    assert data.channels == ["x"]
+    assert data.series[0].values[:, 0].tolist() == [2.0, 3.0]

@@ -1,0 +1,136 @@
+"""The forecaster: posterior predictive in user units, batching invariance, checkpoints, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from latent_fixtures import sine_series, tiny_config
+from scipy.stats import norm
+
+from service.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
+from service.model.forecaster import Forecaster, ForecastQuery, mixture_quantile
+from training.latent_ode import PLOT_FILE, train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for one epoch and saved, with a tight adaptive solver."""
+    out = tmp_path_factory.mktemp("run")
+    config = tiny_config(epochs=1, method="dopri5", rtol=1e-7, atol=1e-8, encoder="odernn")
+    forecaster, metrics = train(config, sine_series(12, 12, seed=0), sine_series(4, 12, seed=1),
+                                channels=["a", "b"], time_unit="hours", out=out)
+    return out / "model", forecaster
+
+
+def query(series, at):
+    return ForecastQuery(series.times, series.values, np.asarray(at, dtype=float))
+
+
+def test_checkpoint_round_trip(trained):
+    directory, in_memory = trained
+    loaded = Forecaster.load(directory)
+    assert (directory / PLOT_FILE).stat().st_size > 0
+    assert loaded.name == "model" and Forecaster.load(directory, name="spirals").name == "spirals"
+    assert loaded.channels == ["a", "b"] and loaded.time_unit == "hours"
+    assert len(loaded.version) == 12 and loaded.max_horizon > 0
+    assert set(loaded.metrics) >= {"val_interp_mse", "val_extrap_mse", "epoch"}
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    assert config["kind"] == "latent_ode" and len(config["data"]["fingerprint"]) == 64
+    s = sine_series(1, 10, seed=5)[0]
+    q = [query(s, [s.times[0] - 1, s.times[3], s.times[-1] + 2])]
+    a, b = in_memory.predict(q, seed=4), loaded.predict(q, seed=4)
+    np.testing.assert_array_equal(a.forecasts[0].mean, b.forecasts[0].mean)
+
+
+def test_tampered_or_malformed_checkpoint_refused(trained, tmp_path):
+    directory, _ = trained
+    for name, mutate, message in [
+        (WEIGHTS_FILE, lambda data: data[:-1] + bytes([data[-1] ^ 1]), "does not match"),
+        (CONFIG_FILE, lambda data: data.replace(b'"latent_dim": 3', b'"latent_dim": 5'), "shape"),
+        (CONFIG_FILE, lambda data: data.replace(b'"normalization"', b'"normalisation"'), "normalization"),
+        (CONFIG_FILE, lambda data: data.replace(b'"encoder": "odernn"', b'"encoder": "gru"'), "encoder"),
+    ]:
+        copy = tmp_path / f"copy-{message}"
+        copy.mkdir()
+        for f in (WEIGHTS_FILE, CONFIG_FILE):
+            (copy / f).write_bytes((directory / f).read_bytes())
+        (copy / name).write_bytes(mutate((copy / name).read_bytes()))
+        with pytest.raises(CheckpointError, match=message):
+            Forecaster.load(copy)
+
+
+def test_alone_equals_batched(trained):
+    _, forecaster = trained
+    series = sine_series(5, 12, seed=7)
+    target = series[2]
+    at = np.array([target.times[-1] + 1.5, target.times[0] - 0.5, target.times[4], target.times[0]])
+    alone = forecaster.predict([query(target, at)], quantiles=[0.1, 0.9], seed=3).forecasts[0]
+    others = [query(s, np.linspace(s.times[0] - 1, s.times[-1] + 3, 7)) for s in series]
+    others[2] = query(target, at)
+    batched = forecaster.predict(others, quantiles=[0.1, 0.9], seed=3).forecasts[2]
+    np.testing.assert_allclose(batched.mean, alone.mean, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(batched.std, alone.std, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(batched.quantiles[0.9], alone.quantiles[0.9], atol=1e-4, rtol=1e-4)
+    assert batched.kind == alone.kind == ["extrapolation", "backcast", "interpolation", "interpolation"]
+
+
+def test_deterministic_per_seed_and_order_of_at_kept(trained):
+    _, forecaster = trained
+    s = sine_series(1, 12, seed=9)[0]
+    at = np.array([s.times[-1] + 1, s.times[2], s.times[-1] + 1, s.times[0] - 2])
+    first = forecaster.predict([query(s, at)], seed=11)
+    again = forecaster.predict([query(s, at)], seed=11)
+    other = forecaster.predict([query(s, at)], seed=12)
+    np.testing.assert_array_equal(first.forecasts[0].mean, again.forecasts[0].mean)
+    assert not np.array_equal(first.forecasts[0].mean, other.forecasts[0].mean)
+    np.testing.assert_array_equal(first.forecasts[0].mean[0], first.forecasts[0].mean[2])
+    assert first.nfe > 0 and first.nfe == again.nfe
+    reordered = forecaster.predict([query(s, at[::-1])], seed=11).forecasts[0]
+    np.testing.assert_allclose(reordered.mean[::-1], first.forecasts[0].mean, atol=1e-5)
+
+
+def test_predictive_spread_includes_observation_noise(trained):
+    _, forecaster = trained
+    s = sine_series(1, 12, seed=2)[0]
+    prediction = forecaster.predict([query(s, s.times)], quantiles=[0.05, 0.5, 0.95], num_samples=32)
+    forecast = prediction.forecasts[0]
+    noise = forecaster.normalization.unscale(forecaster.model.obs_std.detach().numpy())
+    assert np.all(forecast.std >= noise - 1e-9)
+    assert np.all(forecast.quantiles[0.05] < forecast.quantiles[0.5])
+    assert np.all(forecast.quantiles[0.5] < forecast.quantiles[0.95])
+
+
+def test_mixture_quantile_matches_the_gaussian_and_sampling():
+    means = np.array([[[1.0, -2.0]]])                    # one time, one sample, two channels
+    std = np.array([0.5, 2.0])
+    expected = norm.ppf(0.9, [1.0, -2.0], std)
+    np.testing.assert_allclose(mixture_quantile(means, std, 0.9)[0], expected, rtol=1e-9)
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(1, 5, 1)) * 3
+    draws = means[0, rng.integers(0, 5, 400_000), 0] + rng.normal(size=400_000) * 0.7
+    quantile = mixture_quantile(means, np.array([0.7]), 0.2)[0, 0]
+    assert quantile == pytest.approx(np.quantile(draws, 0.2), abs=0.02)
+
+
+def test_bad_queries_get_clear_errors(trained):
+    _, forecaster = trained
+    s = sine_series(1, 8, seed=3)[0]
+    good = dict(times=s.times, values=s.values, at=np.array([s.times[-1] + 1]))
+    cases = [
+        (dict(values=s.values[:, :1]), r"queries\[0\].values: expected shape"),
+        (dict(times=s.times[::-1]), "strictly increasing"),
+        (dict(times=np.array([])), "non-empty"),
+        (dict(values=np.where(np.arange(s.times.size)[:, None] == 1, np.nan, s.values)), "row 1 has no"),
+        (dict(at=np.array([np.nan])), "finite"),
+        (dict(at=np.array([s.times[-1] + 10 * forecaster.max_horizon])), "at most"),
+        (dict(values=np.full_like(s.values, np.inf)), "infinite"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            forecaster.predict([ForecastQuery(**{**good, **change})])
+    with pytest.raises(ValueError, match="quantiles"):
+        forecaster.predict([ForecastQuery(**good)], quantiles=[1.5])
+    assert forecaster.predict([]).forecasts == []

@@ -1,0 +1,112 @@
+"""The latent-ODE network: batching onto a union grid, backward encoders, the masked ELBO/IWAE."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from service.model.batching import Batch, collate
+from service.model.latent_ode import LatentODE, LatentODEConfig
+from service.model.series import Series
+from service.model.solver import SolverConfig
+
+torch.set_num_threads(1)
+
+FAST = dict(latent_dim=3, encoder_hidden=6, encoder_ode_units=6, dynamics_hidden=6, decoder_hidden=6,
+            solver=SolverConfig(method="rk4"), encoder_solver=SolverConfig(method="rk4", step_size=0.5))
+
+
+def model_for(encoder: str, channels: int = 2, **overrides) -> LatentODE:
+    torch.manual_seed(0)
+    return LatentODE(LatentODEConfig(num_channels=channels, encoder=encoder, **{**FAST, **overrides}))
+
+
+def test_collate_shifts_each_series_to_zero_on_the_union_grid():
+    a = Series([10.0, 11.0, 13.0], [[1.0, np.nan], [2.0, 3.0], [np.nan, 4.0]], "a")
+    b = Series([5.0, 5.5], [[7.0, 8.0], [9.0, np.nan]], "b")
+    batch = collate([a, b])
+    assert batch.times.tolist() == [0.0, 0.5, 1.0, 3.0]
+    assert batch.origins.tolist() == [10.0, 5.0]
+    assert batch.mask[0].tolist() == [[True, False], [False, False], [True, True], [False, True]]
+    assert batch.mask[1].tolist() == [[True, True], [True, False], [False, False], [False, False]]
+    assert batch.values[0, 2].tolist() == [2.0, 3.0]
+    assert not torch.isnan(batch.values).any()
+    assert batch.observed_rows.tolist() == [[True, False, True, True], [True, True, False, False]]
+
+
+def test_collate_refuses_mismatched_channels_and_inseparable_times():
+    with pytest.raises(ValueError, match="channels"):
+        collate([Series([0.0], [[1.0, 2.0]], "a"), Series([0.0], [[1.0]], "b")])
+    with pytest.raises(ValueError, match="precision"):
+        collate([Series([0.0, 1.0, 1.0 + 1e-12], [[1.0], [2.0], [3.0]], "close")])
+
+
+@pytest.mark.parametrize("encoder", ["rnn", "odernn"])
+def test_encoder_reads_observations_last_to_first(encoder):
+    model = model_for(encoder, channels=1)
+    seen = []
+    model.encoder.cell.register_forward_hook(lambda module, args, output: seen.append(args[0][:, 0].tolist()))
+    values = [[1.0], [2.0], [3.0], [4.0]]
+    model.posterior(collate([Series([0.0, 0.3, 1.1, 2.0], values, "s")]))
+    assert [row[0] for row in seen] == [4.0, 3.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("encoder", ["rnn", "odernn"])
+def test_encoder_ignores_grid_times_of_other_series(encoder):
+    model = model_for(encoder, encoder_solver=SolverConfig(rtol=1e-9, atol=1e-9))
+    alone = Series([0.0, 0.4, 1.0], [[1.0, 0.5], [np.nan, -1.0], [2.0, 0.0]], "alone")
+    other = Series([0.1, 0.7, 1.3, 2.5], [[0.3, 0.3]] * 4, "other")
+    with torch.no_grad():
+        mean_alone, std_alone = model.posterior(collate([alone]))
+        mean_batch, std_batch = model.posterior(collate([other, alone]))
+    torch.testing.assert_close(mean_batch[1], mean_alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(std_batch[1], std_alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ["rnn", "odernn"])
+def test_missing_channel_never_enters_the_loss(encoder):
+    model = model_for(encoder)
+    batch = collate([Series([0.0, 0.5, 1.0], [[1.0, np.nan], [0.5, 0.2], [np.nan, -0.3]], "s")])
+    poisoned = batch.values.clone()
+    poisoned[~batch.mask] = 1e6
+    results = []
+    for values in (batch.values, poisoned):
+        model.zero_grad()
+        terms = model(Batch(batch.times, values, batch.mask, batch.origins),
+                      generator=torch.Generator().manual_seed(3))
+        terms.loss.backward()
+        results.append((terms.loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert terms.num_values == 4
+    assert torch.equal(results[0][0], results[1][0])
+    for clean, dirty in zip(results[0][1], results[1][1], strict=True):
+        assert torch.equal(clean, dirty)
+
+
+def test_loss_is_the_elbo_per_observed_value():
+    model = model_for("rnn")
+    batch = collate([Series([0.0, 1.0], [[1.0, 0.0], [0.5, np.nan]], "s")])
+    terms = model(batch, kl_coef=0.0, generator=torch.Generator().manual_seed(0))
+    assert terms.loss.item() == pytest.approx(terms.nll_per_value, rel=1e-5)
+    with_kl = model(batch, kl_coef=1.0, generator=torch.Generator().manual_seed(0))
+    assert with_kl.loss.item() == pytest.approx(terms.nll_per_value + with_kl.kl_per_series / 3, rel=1e-5)
+
+
+def test_importance_weighted_bound_is_tighter_on_average():
+    model = model_for("rnn")
+    batch = collate([Series(np.linspace(0, 1, 5), np.ones((5, 2)), "s")] * 4)
+    torch.manual_seed(1)
+    elbo = np.mean([model(batch, num_samples=1).loss.item() for _ in range(30)])
+    iwae = np.mean([model(batch, num_samples=16).loss.item() for _ in range(30)])
+    assert iwae < elbo
+    assert math.isfinite(iwae)
+
+
+def test_config_round_trip_and_validation():
+    config = LatentODEConfig(num_channels=3, encoder="odernn", decoder_hidden=0)
+    assert LatentODEConfig.from_dict(config.to_dict()) == config
+    assert isinstance(LatentODE(config).decoder[0], torch.nn.Linear) and len(LatentODE(config).decoder) == 1
+    with pytest.raises(ValueError, match="encoder"):
+        LatentODEConfig(num_channels=1, encoder="lstm")
+    with pytest.raises(ValueError, match="unknown model settings"):
+        LatentODEConfig.from_dict({"num_channels": 1, "layers": 3})

@@ -1,0 +1,81 @@
+"""The latent-ODE trainer: it learns, it resumes exactly, it validates its inputs."""
+
+import numpy as np
+import pytest
+import torch
+from latent_fixtures import sine_series, tiny_config
+
+from service.model.batching import collate
+from service.model.checkpoint import CheckpointError, load_checkpoint
+from service.model.latent_ode import LatentODE
+from service.model.series import Series
+from training.holdout import holdout_split
+from training.latent_ode import train
+from training.train_state import KIND as STATE_KIND
+
+torch.set_num_threads(1)
+
+
+def training_loss(model: LatentODE, series: list[Series], normalization) -> float:
+    batch = collate([Series(normalization.times(s.times), normalization.values(s.values)) for s in series])
+    with torch.no_grad():
+        return model(batch, num_samples=8, generator=torch.Generator().manual_seed(0)).loss.item()
+
+
+def test_short_training_lowers_the_loss():
+    config = tiny_config(epochs=6, kl_warmup_epochs=2)
+    train_series = sine_series(24, 14, seed=0)
+    forecaster, metrics = train(config, train_series, sine_series(6, 14, seed=1),
+                                test_series=sine_series(4, 14, seed=2))
+    torch.manual_seed(config.seed)
+    untrained = LatentODE(config.model_config(2))
+    before = training_loss(untrained, train_series, forecaster.normalization)
+    after = training_loss(forecaster.model, train_series, forecaster.normalization)
+    assert after < 0.75 * before
+    assert 1 <= metrics["epoch"] <= 6
+    for name in ("val_interp_mse", "val_extrap_mse", "val_future_rmse", "test_interp_mse", "test_extrap_mse",
+                 "test_future_rmse"):
+        assert np.isfinite(metrics[name]) and metrics[name] > 0, name
+    assert metrics["val_mse"] == pytest.approx((metrics["val_interp_mse"] + metrics["val_extrap_mse"]) / 2)
+
+
+def last_weights(out):
+    _, tensors = load_checkpoint(out / "state", kind=STATE_KIND)
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def test_resume_continues_exactly(tmp_path):
+    data = sine_series(10, 10, seed=0), sine_series(3, 10, seed=1)
+    config = tiny_config(epochs=2, optimizer="adamax", min_keep_fraction=0.6)
+    train(config, *data, out=tmp_path / "straight")
+    train(tiny_config(epochs=1, optimizer="adamax", min_keep_fraction=0.6), *data, out=tmp_path / "split")
+    train(config, *data, out=tmp_path / "split", resume=True)
+    straight, resumed = last_weights(tmp_path / "straight"), last_weights(tmp_path / "split")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match=r"changed: lr"):
+        train(tiny_config(epochs=3, optimizer="adamax", min_keep_fraction=0.6, lr=0.5), *data,
+              out=tmp_path / "split", resume=True)
+
+
+def test_bad_training_data_is_named():
+    good = sine_series(4, 8, seed=0)
+    broken = Series([0.0, 1.0, 2.0], [[1.0, 2.0], [np.nan, np.nan], [1.0, 1.0]], "broken")
+    with pytest.raises(ValueError, match="'broken': row 1 has no observed channel"):
+        train(tiny_config(), good + [broken], good)
+    with pytest.raises(ValueError, match="channel names"):
+        train(tiny_config(), good, good, channels=["only-one"])
+
+
+def test_holdout_split_keeps_targets_apart():
+    s = sine_series(1, 40, seed=4)[0]
+    split = holdout_split(s, extrap_fraction=0.25, interp_fraction=0.5, rng=np.random.default_rng(0))
+    n = s.times.size
+    assert split.extrap_times.size == n // 4
+    assert split.context.times[-1] < split.extrap_times[0]
+    assert split.context.times[0] < split.interp_times.min()
+    assert split.interp_times.max() < split.context.times[-1]
+    everything = np.sort(np.concatenate([split.context.times, split.interp_times, split.extrap_times]))
+    np.testing.assert_array_equal(everything, s.times)
+    assert holdout_split(Series([0.0, 1.0], [[1.0], [2.0]]), 0.5, 0.2, np.random.default_rng(0)) is None

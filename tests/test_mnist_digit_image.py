@@ -1,0 +1,106 @@
+"""PNG/JPEG uploads → MNIST-style 28×28 digits."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from service.model.digit_image import image_bytes_to_mnist
+from training.data.mnist_idx import load_split
+
+SAMPLE = Path(__file__).parent / "data" / "mnist-sample"
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo_of(digit: np.ndarray, scale: int = 6, offset: tuple[int, int] = (40, 90)) -> Image.Image:
+    """A real MNIST digit enlarged, as dark ink on a light, off-centre, larger page."""
+    big = Image.fromarray(255 - digit).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
+    page = Image.new("L", (28 * scale + 150, 28 * scale + 100), 245)
+    page.paste(big, offset)
+    return page.convert("RGB")
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+@pytest.mark.parametrize(("fmt", "options"), [("PNG", {}), ("JPEG", {"quality": 85})])
+def test_real_digit_round_trips(fmt, options):
+    digits = load_split(SAMPLE, "test").images[:5]
+    for digit in digits:
+        result = image_bytes_to_mnist(encode(photo_of(digit), fmt, **options))
+        assert result.shape == (28, 28) and result.dtype == np.float32
+        assert 0.0 <= result.min() and result.max() <= 1.0
+        assert correlation(result, digit / 255.0) > 0.85
+
+
+def drawn_one(background: int, ink: int, mode: str = "L") -> Image.Image:
+    image = Image.new(mode, (120, 200), background)
+    ImageDraw.Draw(image).line([(70, 20), (50, 180)], fill=ink, width=12)
+    return image
+
+
+@pytest.mark.parametrize(("background", "ink"), [(255, 0), (0, 255), (200, 30)])
+def test_drawn_stroke_is_normalised(background, ink):
+    result = image_bytes_to_mnist(encode(drawn_one(background, ink), "PNG"))
+    rows = np.flatnonzero(result.max(axis=1) > 0.3)
+    cols = np.flatnonzero(result.max(axis=0) > 0.3)
+    assert 18 <= rows[-1] - rows[0] + 1 <= 21  # the longer side is scaled to 20 px
+    assert cols[-1] - cols[0] + 1 < 12  # aspect ratio kept: a "1" stays narrow
+    ys, xs = np.indices(result.shape)
+    assert abs((ys * result).sum() / result.sum() - 14.0) < 1.0  # centre of mass where MNIST has it
+    assert abs((xs * result).sum() / result.sum() - 14.0) < 1.0
+    assert result[0].max() == 0 and result[:, 0].max() == 0  # black background
+    assert result.max() == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("ink", [(0, 0, 0), (255, 255, 255)])
+def test_transparent_canvas_drawing(ink):
+    canvas = Image.new("RGBA", (120, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).line([(70, 20), (50, 180)], fill=(*ink, 255), width=12)
+    result = image_bytes_to_mnist(encode(canvas, "PNG"))
+    expected = image_bytes_to_mnist(encode(drawn_one(0, 255), "PNG"))
+    assert np.abs(result - expected).max() < 0.05
+
+
+def test_sixteen_bit_png():
+    image = Image.fromarray(np.asarray(drawn_one(255, 0), dtype=np.uint16) * 257)
+    assert image.mode.startswith("I")
+    result = image_bytes_to_mnist(encode(image, "PNG"))
+    expected = image_bytes_to_mnist(encode(drawn_one(255, 0), "PNG"))
+    assert np.abs(result - expected).max() < 0.05
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "image is empty"),
+    (b"GIF89a" + bytes(100), "not a PNG or JPEG image"),
+    (b"just some text", "not a PNG or JPEG image"),
+])
+def test_rejects_non_images(data, message):
+    with pytest.raises(ValueError, match=message):
+        image_bytes_to_mnist(data)
+
+
+def test_rejects_truncated_png():
+    data = encode(drawn_one(255, 0), "PNG")
+    with pytest.raises(ValueError, match="corrupt or unsupported image"):
+        image_bytes_to_mnist(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("image", [Image.new("L", (50, 50), 255), Image.new("L", (50, 50), 0),
+                                   Image.new("RGBA", (50, 50), (0, 0, 0, 0))])
+def test_blank_images_are_empty(image):
+    with pytest.raises(ValueError, match="image is empty"):
+        image_bytes_to_mnist(encode(image, "PNG"))
+
+
+def test_rejects_huge_images():
+    with pytest.raises(ValueError, match="too large"):
+        image_bytes_to_mnist(encode(Image.new("1", (4100, 4100), 0), "PNG"))

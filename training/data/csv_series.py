@@ -1,0 +1,214 @@
+"""Load the user's own series from a long-format CSV file, checking every cell.
+
+Format: a header ``series_id,time,<channel>,<channel>,...`` (at least one channel), then one
+row per observation. Rows may come in any order; each series is sorted by time. An empty
+channel cell is a missing value; a row must observe at least one channel, and every channel
+must be observed somewhere in the file.
+
+``time`` is either a plain number in every row (the user's own unit; ``time_unit`` is None),
+or an ISO-8601 timestamp in every row. Timestamps are converted to POSIX seconds (a timestamp
+without a zone counts as UTC), a unit is chosen so the median gap within series is between 1
+and about 100 (:func:`service.model.timeunits.choose_unit`), and times are stored in that unit
+since the epoch. Timestamps with and without a zone may not be mixed: a naive time next to
+zoned ones is ambiguous.
+
+A series with a single observation is accepted: it is valid data (it gives the encoder an
+initial state and the normaliser a value), and a trainer that needs more points per series
+can drop it. Two rows of one series at the same instant are rejected, naming both lines.
+
+Every fault raises :class:`CsvFormatError` naming the 1-based line of the file (the header is
+line 1) and the column. ``fingerprint`` is the SHA-256 of the file's bytes, recorded with the
+checkpoint so a model can be traced to its data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.model.series import Series
+from service.model.timeunits import choose_unit, parse_datetime, parse_timestamp, to_unit
+
+REQUIRED_COLUMNS = ("series_id", "time")
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+class CsvFormatError(ValueError):
+    """The file breaks the format; the message names the line and the column."""
+
+
+@dataclass
+class CsvDataset:
+    series: list[Series]
+    channels: list[str]
+    time_unit: str | None
+    fingerprint: str
+
+
+@dataclass
+class _Row:
+    line: int
+    time: float
+    values: list[float]
+
+
+def _fault(line: int, column: str | None, problem: str) -> CsvFormatError:
+    where = f"line {line}" if column is None else f"line {line}, column {column}"
+    return CsvFormatError(f"{where}: {problem}")
+
+
+def _rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (first line of the row, cells), skipping blank lines."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _fault(line, None, f"malformed CSV ({exc})") from None
+        if any(cell.strip() for cell in cells):
+            yield line, cells
+
+
+def _check_header(line: int, cells: list[str]) -> list[str]:
+    names = [cell.strip() for cell in cells]
+    for position, expected in enumerate(REQUIRED_COLUMNS):
+        found = names[position] if position < len(names) else None
+        if found != expected:
+            raise _fault(line, f"{position + 1}", f"expected header {expected!r}, found {found!r}; "
+                         "the header must read series_id,time,<channel>,...")
+    if len(names) == len(REQUIRED_COLUMNS):
+        raise _fault(line, None, "no channel columns after 'time'; at least one is needed")
+    for position, name in enumerate(names):
+        if not name:
+            raise _fault(line, f"{position + 1}", "a column has no name")
+        first = names.index(name)
+        if first != position:
+            raise _fault(line, f"{name!r}", f"column {position + 1} repeats the name of column {first + 1}")
+    return names[len(REQUIRED_COLUMNS):]
+
+
+def _parse_value(text: str, line: int, column: str) -> float:
+    text = text.strip()
+    if not text:
+        return math.nan
+    if _NUMBER.fullmatch(text):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        raise _fault(line, repr(column), f"{text!r} overflows a 64-bit float")
+    try:
+        if not math.isfinite(float(text)):
+            raise _fault(line, repr(column), f"non-finite value {text!r}; "
+                         "leave the cell empty for a missing value")
+    except ValueError:
+        pass
+    raise _fault(line, repr(column), f"{text!r} is not a number")
+
+
+_KIND_NAMES = {"number": "a plain number", "zoned": "a timestamp with a time zone",
+               "naive": "a timestamp without a time zone"}
+
+
+class _TimeParser:
+    """Parses the time column, insisting that every row uses the same kind of time."""
+
+    def __init__(self) -> None:
+        self.kind: str | None = None   # "number", "zoned" or "naive"
+        self.first_line = 0
+
+    def __call__(self, text: str, line: int) -> float:
+        text = text.strip()
+        if not text:
+            raise _fault(line, "'time'", "empty time")
+        if _NUMBER.fullmatch(text):
+            kind, seconds = "number", float(text)
+            if not math.isfinite(seconds):
+                raise _fault(line, "'time'", f"{text!r} overflows a 64-bit float")
+        else:
+            try:
+                moment = parse_datetime(text)
+            except ValueError:
+                raise _fault(line, "'time'", f"{text!r} is neither a number nor an ISO-8601 "
+                             "timestamp (e.g. 2024-03-01T12:00:00Z)") from None
+            kind = "naive" if moment.tzinfo is None else "zoned"
+            seconds = parse_timestamp(text)
+        if self.kind is None:
+            self.kind, self.first_line = kind, line
+        elif kind != self.kind:
+            raise _fault(line, "'time'", f"{text!r} is {_KIND_NAMES[kind]}, but line "
+                         f"{self.first_line} has {_KIND_NAMES[self.kind]}; use one kind throughout")
+        return seconds
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise _fault(line, None, f"not UTF-8 text (byte {exc.start})") from None
+
+
+def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray]:
+    rows = sorted(rows, key=lambda row: row.time)
+    for earlier, later in zip(rows, rows[1:], strict=False):
+        if earlier.time == later.time:
+            first, second = sorted((earlier.line, later.line))
+            raise _fault(second, "'time'", f"series {series_id!r} has two observations at the "
+                         f"same time (lines {first} and {second})")
+    times = np.array([row.time for row in rows], dtype=np.float64)
+    values = np.array([row.values for row in rows], dtype=np.float64)
+    return times, values
+
+
+def load_csv(path: str | Path) -> CsvDataset:
+    """Read and validate a long-format CSV file of series (see the module docstring)."""
+    data = Path(path).read_bytes()
+    rows = _rows(_decode(data))
+    header = next(rows, None)
+    if header is None:
+        raise _fault(1, None, "the file is empty; expected a header series_id,time,<channel>,...")
+    channels = _check_header(*header)
+    width = len(REQUIRED_COLUMNS) + len(channels)
+    parse_time = _TimeParser()
+    by_series: dict[str, list[_Row]] = {}
+    for line, cells in rows:
+        if len(cells) != width:
+            raise _fault(line, None, f"{len(cells)} cells, but the header has {width} columns")
+        series_id = cells[0].strip()
+        if not series_id:
+            raise _fault(line, "'series_id'", "empty series id; every row must name its series")
+        time = parse_time(cells[1], line)
+        values = [_parse_value(text, line, name) for text, name in zip(cells[2:], channels, strict=True)]
+        if all(math.isnan(value) for value in values):
+            names = ", ".join(repr(name) for name in channels)
+            raise _fault(line, names, "every channel is empty; a row must observe at least one")
+        by_series.setdefault(series_id, []).append(_Row(line, time, values))
+    if not by_series:
+        raise _fault(header[0] + 1, None, "the file has a header but no observations")
+
+    built = {series_id: _build_series(series_id, rows) for series_id, rows in by_series.items()}
+    observed = np.zeros(len(channels), dtype=bool)
+    for _, values in built.values():
+        observed |= ~np.isnan(values).all(axis=0)
+    if not observed.all():
+        missing = channels[int(np.argmin(observed))]
+        raise _fault(header[0], repr(missing), "no row observes this channel")
+
+    time_unit = None
+    if parse_time.kind != "number":
+        time_unit = choose_unit([times for times, _ in built.values()])
+        built = {key: (to_unit(times, time_unit), values) for key, (times, values) in built.items()}
+    series = [Series(times, values, id=series_id) for series_id, (times, values) in built.items()]
+    return CsvDataset(series, channels, time_unit, hashlib.sha256(data).hexdigest())

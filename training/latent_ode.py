@@ -1,0 +1,438 @@
+"""Train the latent-ODE forecaster on spirals or a CSV file of irregular series.
+
+Read top to bottom: the config, the data, validation, then :func:`train`, which is also the
+entry point for code that has its series in memory (the Table 2 benchmark). One process or DDP
+under ``torchrun --nproc-per-node N -m training latent-ode ...`` (gloo on CPU); only rank 0
+writes.
+
+Each epoch: minibatches of training series (each rank its shard) are collated onto their
+union time grid and the negative ELBO/IWAE bound is minimised (KL annealed linearly over
+``kl_warmup_epochs``; learning rate decayed per step as in latent_ode's run_models.py). With
+``min_context_fraction`` < 1 the encoder reads only a random first part of each series while
+the likelihood covers all of it, which trains the model to forecast (Rubanova et al.'s
+extrapolation setting, with a random cut instead of a fixed half). Then the validation series
+are split by :mod:`training.holdout` and the current model predicts the held-out points
+(interpolation MSE) and the tail (extrapolation MSE), both in normalised units. The epoch with
+the lowest ``val_mse`` (the mean of the two) is kept in ``OUT/model``; the last training state,
+for ``--resume``, in ``OUT/state``. At the end the kept model is also measured on the test
+split and, where the source provides a clean future (spirals), by its RMSE there; those metrics
+go into the checkpoint's config, and a Figure-6 style plot next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from service.model.batching import collate
+from service.model.checkpoint import load_checkpoint, save_checkpoint
+from service.model.forecaster import KIND, Forecaster, ForecastQuery
+from service.model.latent_ode import LatentODE, LatentODEConfig
+from service.model.series import Normalization, Series
+from service.model.solver import SolverConfig
+from training import distributed
+from training.data.csv_series import load_csv
+from training.data.spirals import generate_spirals
+from training.data.splits import split_by_series
+from training.holdout import Holdout, holdout_split
+from training.plots import plot_forecasts
+from training.train_state import load_train_state, save_train_state
+
+PLOT_FILE = "forecasts.png"
+# TrainConfig fields passed to LatentODEConfig under the same name.
+ARCHITECTURE = ("encoder", "latent_dim", "encoder_hidden", "encoder_ode_units", "dynamics_hidden",
+                "dynamics_layers", "activation", "decoder_hidden", "obs_std_init")
+
+
+@dataclass
+class TrainConfig:
+    # data: "spirals" or the path of a CSV file
+    data: str = "spirals"
+    spirals_count: int = 1000
+    spirals_observed: int = 100
+    spirals_noise: float = 0.3
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    # model (Chen et al.'s spiral sizes by default)
+    encoder: str = "rnn"
+    latent_dim: int = 4
+    encoder_hidden: int = 25
+    encoder_ode_units: int = 25
+    dynamics_hidden: int = 20
+    dynamics_layers: int = 1
+    activation: str = "elu"
+    decoder_hidden: int = 20
+    obs_std_init: float = 0.1
+    time_span: float = 1.0          # normalised time: the median training series spans this
+    # latent ODE solver; the ODE-RNN encoder uses rk4 with encoder_step_size
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    max_num_steps: int = 10_000
+    adjoint: bool = False
+    encoder_step_size: float = 0.05
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    lr_decay: float = 0.999         # per step, as in latent_ode; never below lr_min
+    lr_min: float = 1e-3
+    epochs: int = 50
+    batch_size: int = 50
+    iwae_samples: int = 1
+    kl_warmup_epochs: float = 0.0
+    grad_clip: float = 10.0
+    min_keep_fraction: float = 1.0  # < 1: each step keeps a random share of each series' points
+    min_context_fraction: float = 1.0  # < 1: the encoder reads only a random first share of each
+    # validation
+    extrap_fraction: float = 0.5
+    interp_fraction: float = 0.2
+    val_samples: int = 16
+    plot_series: int = 4
+
+    def model_config(self, num_channels: int) -> LatentODEConfig:
+        """The network's config: the architecture fields above, the solvers, the data's channels."""
+        architecture = {name: getattr(self, name) for name in ARCHITECTURE}
+        return LatentODEConfig(
+            num_channels=num_channels, **architecture,
+            solver=SolverConfig(method=self.method, rtol=self.rtol, atol=self.atol,
+                                max_num_steps=self.max_num_steps, adjoint=self.adjoint),
+            encoder_solver=SolverConfig(method="rk4", step_size=self.encoder_step_size))
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class Dataset:
+    series: list[Series]
+    channels: list[str]
+    time_unit: str | None
+    source: str
+
+
+def load_dataset(config: TrainConfig) -> Dataset:
+    if config.data == "spirals":
+        series = generate_spirals(num_spirals=config.spirals_count, num_observed=config.spirals_observed,
+                                  noise_std=config.spirals_noise, seed=config.seed)
+        return Dataset(series, ["x", "y"], None, "spirals")
+    dataset = load_csv(config.data)
+    return Dataset(dataset.series, list(dataset.channels), dataset.time_unit, f"csv:{Path(config.data).name}")
+
+
+def fingerprint(series: list[Series]) -> str:
+    """SHA-256 of the series' times and values, in order: identifies the data a model saw."""
+    digest = hashlib.sha256()
+    for s in series:
+        digest.update(np.ascontiguousarray(s.times).tobytes())
+        digest.update(np.ascontiguousarray(s.values).tobytes())
+    return digest.hexdigest()
+
+
+def check_series(series: list[Series], num_channels: int, where: str) -> None:
+    for s in series:
+        if s.num_channels != num_channels:
+            raise ValueError(f"{where} series {s.id!r}: {s.num_channels} channels, expected {num_channels}")
+        empty = np.flatnonzero(~s.mask.any(axis=1))
+        if empty.size:
+            raise ValueError(f"{where} series {s.id!r}: row {int(empty[0])} has no observed channel")
+
+
+def random_count(n: int, min_fraction: float, rng: np.random.Generator) -> int:
+    """Uniform in [ceil(min_fraction * n), n], and at least 2 when n allows."""
+    low = min(n, max(2, math.ceil(min_fraction * n)))
+    return int(rng.integers(low, n + 1))
+
+
+def subsample(s: Series, min_keep_fraction: float, rng: np.random.Generator) -> Series:
+    """Keep a random subset of a series' points (augmentation: sparser series)."""
+    keep = np.sort(rng.choice(s.times.size, size=random_count(s.times.size, min_keep_fraction, rng),
+                              replace=False))
+    return Series(s.times[keep], s.values[keep], s.id)
+
+
+def prefix(s: Series, min_context_fraction: float, rng: np.random.Generator) -> Series:
+    """The first part of a series, what a forecaster would have seen before the rest."""
+    count = random_count(s.times.size, min_context_fraction, rng)
+    return Series(s.times[:count], s.values[:count], s.id)
+
+
+# ----------------------------------------------------------------------------- validation
+
+@dataclass
+class Target:
+    """What one query must predict: ``truth`` (m, C) at ``query.at`` (NaN = not observed), and
+    which part of the protocol each requested time belongs to."""
+
+    query: ForecastQuery
+    truth: np.ndarray
+    part: np.ndarray
+
+
+def holdout_targets(holdouts: list[Holdout], max_horizon: float) -> list[Target]:
+    """Held-out points (``interp``) and tails (``extrap``); targets beyond the horizon are left out."""
+    targets = []
+    for h in holdouts:
+        at = np.concatenate([h.interp_times, h.extrap_times])
+        part = np.array(["interp"] * h.interp_times.size + ["extrap"] * h.extrap_times.size)
+        reachable = at <= h.context.times[-1] + max_horizon
+        truth = np.concatenate([h.interp_values, h.extrap_values])
+        targets.append(Target(ForecastQuery(h.context.times, h.context.values, at[reachable]),
+                              truth[reachable], part[reachable]))
+    return targets
+
+
+def future_targets(series: list[Series], max_horizon: float) -> list[Target]:
+    """The clean future that a source such as the spirals provides beyond each whole series
+    (``extra["future_times"]``, ``extra["future_values"]``); none when it provides none."""
+    targets = []
+    for s in series:
+        if "future_times" not in s.extra or "future_values" not in s.extra:
+            continue
+        at, truth = np.asarray(s.extra["future_times"]), np.asarray(s.extra["future_values"])
+        reachable = at <= s.times[-1] + max_horizon
+        targets.append(Target(ForecastQuery(s.times, s.values, at[reachable]), truth[reachable],
+                              np.full(int(reachable.sum()), "future")))
+    return targets
+
+
+def evaluate(forecaster: Forecaster, targets: list[Target], config: TrainConfig, ctx: distributed.Context,
+             prefix: str) -> dict[str, float | None]:
+    """Errors of the predictive mean over this rank's ``targets``, all ranks combined; a measure
+    without any target on any rank is left out.
+
+    ``{prefix}_interp_mse`` and ``{prefix}_extrap_mse`` are in normalised units (each channel
+    divided by its training std, so channels weigh alike); ``{prefix}_future_rmse`` is in the
+    data's own units, as Chen et al.'s Table 2 reports it.
+    """
+    scale = np.asarray(forecaster.normalization.std)
+    totals: dict[str, np.ndarray] = {}  # part -> [normalised squared error, squared error, count]
+    for start in range(0, len(targets), config.batch_size):
+        chunk = targets[start:start + config.batch_size]
+        queries = [t.query for t in chunk]
+        prediction = forecaster.predict(queries, num_samples=config.val_samples, seed=config.seed)
+        for target, forecast in zip(chunk, prediction.forecasts, strict=True):
+            error = forecast.mean - target.truth
+            for part in np.unique(target.part):
+                selected = error[target.part == part]
+                observed = ~np.isnan(selected)
+                sums = np.array([((selected / scale)[observed] ** 2).sum(), (selected[observed] ** 2).sum(),
+                                 observed.sum()], dtype=float)
+                totals[part] = totals.get(part, np.zeros(3)) + sums
+    metrics: dict[str, float] = {}
+    for part, key, column, root in (("interp", "interp_mse", 0, False), ("extrap", "extrap_mse", 0, False),
+                                    ("future", "future_rmse", 1, True)):
+        total, count = totals.get(part, np.zeros(3))[[column, 2]]
+        total, count = distributed.all_reduce_mean(total, ctx), distributed.all_reduce_mean(count, ctx)
+        if count:
+            metrics[f"{prefix}_{key}"] = math.sqrt(total / count) if root else total / count
+    return metrics
+
+
+def validation_score(metrics: dict[str, Any]) -> float | None:
+    """``val_mse``: the mean of the interpolation and extrapolation MSE that were measured."""
+    measured = [metrics[k] for k in ("val_interp_mse", "val_extrap_mse") if k in metrics]
+    return float(np.mean(measured)) if measured else None
+
+
+# ----------------------------------------------------------------------------- training
+
+def describe(metrics: dict[str, Any]) -> str:
+    parts = [f"{label} {metrics[key]:.4f}" if key in metrics else f"{label} n/a"
+             for label, key in (("val interp MSE", "val_interp_mse"), ("extrap MSE", "val_extrap_mse"))]
+    return ", ".join(parts)
+
+
+def score(metrics: dict[str, Any]) -> float:
+    """Lower is better; a run without any validation target keeps its first epoch."""
+    return math.inf if metrics["val_mse"] is None else metrics["val_mse"]
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    optimizers = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+    if config.optimizer not in optimizers:
+        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {config.optimizer!r}")
+    return optimizers[config.optimizer](model.parameters(), lr=config.lr)
+
+
+def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, ddp_model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, normalized: list[Series], ctx: distributed.Context
+                ) -> tuple[int, float]:
+    """One pass over this rank's shard of the (normalised) training series; returns (step, mean loss).
+
+    Every rank takes the same number of steps (DDP needs it): the shard is padded by wrapping.
+    Shuffling, subsampling and z0 noise are seeded by (seed, epoch, rank), so a resumed run
+    continues exactly as an uninterrupted one.
+    """
+    per_rank = max(1, len(normalized) // ctx.world_size)
+    warmup_steps = config.kl_warmup_epochs * math.ceil(per_rank / config.batch_size)
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(normalized))
+    shard = np.resize(order[ctx.rank::ctx.world_size], per_rank)
+    rank_rng = np.random.default_rng([config.seed, epoch, ctx.rank])
+    torch.manual_seed(int(rank_rng.integers(2**62)))
+    model.train()
+    losses = []
+    bar = tqdm(range(0, per_rank, config.batch_size), disable=not ctx.is_main,
+               desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+    for first in bar:
+        chosen = [normalized[i] for i in shard[first:first + config.batch_size]]
+        if config.min_keep_fraction < 1:
+            chosen = [subsample(s, config.min_keep_fraction, rank_rng) for s in chosen]
+        batch = collate(chosen).to(ctx.device)
+        context = None
+        if config.min_context_fraction < 1:
+            prefixes = [prefix(s, config.min_context_fraction, rank_rng) for s in chosen]
+            context = collate(prefixes).to(ctx.device)
+        kl_coef = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = max(config.lr * config.lr_decay ** step, config.lr_min)
+        model.reset_nfe()
+        terms = ddp_model(batch, num_samples=config.iwae_samples, kl_coef=kl_coef, context=context)
+        forward_nfe = model.nfe
+        if not torch.isfinite(terms.loss):
+            raise FloatingPointError(f"loss became {terms.loss.item()} at step {step}; lower --lr "
+                                     f"or --grad-clip, or use a tighter solver tolerance")
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        losses.append(terms.loss.item())
+        bar.set_postfix(loss=f"{terms.loss.item():.3f}", kl=f"{terms.kl_per_series:.2f}",
+                        nfe=forward_nfe, nfe_bwd=model.nfe - forward_nfe)
+    return step, distributed.all_reduce_mean(float(np.mean(losses)), ctx)
+
+
+def holdouts_of(series: list[Series], config: TrainConfig, stream: int) -> list[Holdout]:
+    rng = np.random.default_rng([config.seed, stream])
+    return [h for s in series if (h := holdout_split(s, config.extrap_fraction, config.interp_fraction, rng))]
+
+
+def train(config: TrainConfig, train_series: list[Series], val_series: list[Series],
+          ctx: distributed.Context | None = None, *, test_series: list[Series] = (),
+          channels: list[str] | None = None, time_unit: str | None = None, out: str | Path | None = None,
+          resume: bool = False, source: str = "memory") -> tuple[Forecaster, dict[str, Any]]:
+    """Train on ``train_series``, select by ``val_series``; return the best model and its metrics.
+
+    The series are in user units (normalisation is fitted here, on ``train_series``). The
+    metrics are those of the selected epoch, plus, measured once at the end, the clean-future
+    RMSE where the source provides one and the same measures on ``test_series``. With ``out``,
+    rank 0 writes the best checkpoint to ``out/model`` (with its plot) and the training state to
+    ``out/state`` after every epoch; ``resume`` continues from that state.
+    """
+    ctx = ctx or distributed.Context(0, 1, torch.device("cpu"))
+    if not train_series or not val_series:
+        raise ValueError("need at least one training and one validation series")
+    num_channels = train_series[0].num_channels
+    channels = channels or [f"c{i}" for i in range(num_channels)]
+    if len(channels) != num_channels:
+        raise ValueError(f"{len(channels)} channel names for {num_channels}-channel series")
+    for name, group in (("training", train_series), ("validation", val_series), ("test", test_series)):
+        check_series(list(group), num_channels, name)
+    torch.manual_seed(config.seed)
+    out = Path(out) if out is not None else None
+
+    normalization = Normalization.fit(train_series, time_span=config.time_span)
+    model = LatentODE(config.model_config(num_channels)).to(ctx.device)
+    optimizer = make_optimizer(config, model)
+    normalized = [Series(normalization.times(s.times), normalization.values(s.values), s.id)
+                  for s in train_series]
+    longest_span = max(s.times[-1] - s.times[0] for s in train_series)
+    max_horizon = 2 * longest_span if longest_span > 0 else 1.0
+    checkpoint_config = {
+        "model": model.config.to_dict(), "channels": channels, "normalization": normalization.to_dict(),
+        "time_unit": time_unit, "max_horizon": max_horizon,
+        "data": {"source": source, "fingerprint": fingerprint([*train_series, *val_series, *test_series]),
+                 "num_train": len(train_series), "num_val": len(val_series), "num_test": len(test_series)},
+        "training": asdict(config), "metrics": {},
+    }
+    holdouts = holdouts_of(val_series, config, stream=0)
+    if not holdouts:
+        raise ValueError("no validation series is long enough to hold points out (need 3 or more)")
+    val_targets = holdout_targets(holdouts, max_horizon)[ctx.rank::ctx.world_size]
+
+    start_epoch, step, best = 0, 0, None
+    best_state = copy.deepcopy(model.state_dict())
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the output directory of the earlier run")
+        start_epoch, step, best = load_train_state(out / "state", model, optimizer, config)
+        best_state = load_checkpoint(out / "model", KIND)[1]
+    ddp_model = distributed.wrap(model, ctx)
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        step, train_loss = train_epoch(config, epoch, step, model, ddp_model, optimizer, normalized, ctx)
+        forecaster = Forecaster(model, checkpoint_config, "validation", "unsaved")
+        metrics = evaluate(forecaster, val_targets, config, ctx, "val")
+        metrics.update(val_mse=validation_score(metrics), epoch=epoch + 1, step=step, train_loss=train_loss,
+                       obs_std=model.obs_std.tolist())
+        improved = best is None or score(metrics) < score(best)
+        if improved:
+            best, best_state = metrics, copy.deepcopy(model.state_dict())
+        if ctx.is_main:
+            tqdm.write(f"epoch {epoch + 1}: loss {train_loss:.4f}  {describe(metrics)}  "
+                       f"({time.perf_counter() - started:.0f} s){'  *best' if improved else ''}")
+            if out is not None:
+                if improved:
+                    save_checkpoint(out / "model", KIND, best_state, {**checkpoint_config, "metrics": best})
+                save_train_state(out / "state", model, optimizer, config, epoch + 1, step, best)
+        distributed.barrier(ctx)
+    if best is None:
+        raise ValueError(f"nothing to return: epochs ({config.epochs}) leaves no epoch to train")
+
+    model.load_state_dict(best_state)
+    forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
+    final_targets = {"val": future_targets(val_series, max_horizon),
+                     "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), max_horizon)
+                     + future_targets(list(test_series), max_horizon)}
+    for prefix_, targets in final_targets.items():
+        best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], config, ctx, prefix_)}
+    forecaster.metrics = best
+    if out is not None and ctx.is_main:
+        save_checkpoint(out / "model", KIND, best_state, {**checkpoint_config, "metrics": best})
+        forecaster = Forecaster.load(out / "model")
+        plot_forecasts(forecaster, holdouts[:config.plot_series], out / "model" / PLOT_FILE, seed=config.seed)
+    distributed.barrier(ctx)
+    return forecaster, best
+
+
+# ----------------------------------------------------------------------------- command line
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            parser.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
+    parser.add_argument("--out", default="runs/latent-ode", help="run directory (model/ and state/)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/state")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    ctx = distributed.setup(args.device)
+    try:
+        dataset = load_dataset(config)
+        train_series, val_series, test_series = split_by_series(dataset.series, config.val_fraction,
+                                                                config.test_fraction, config.seed)
+        _, metrics = train(config, train_series, val_series, ctx, test_series=test_series,
+                           channels=dataset.channels, time_unit=dataset.time_unit, out=args.out,
+                           resume=args.resume, source=dataset.source)
+        if ctx.is_main:
+            print(f"best: epoch {metrics['epoch']}, {describe(metrics)}; "
+                  f"checkpoint in {Path(args.out) / 'model'}")
+    finally:
+        distributed.teardown(ctx)
