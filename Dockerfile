@@ -34,6 +34,12 @@ COPY service ./service
 COPY training ./training
 RUN pip install --no-cache-dir --no-deps .
 
+# What neither the server nor the trainers load: torch's C++ test binaries and headers (there is
+# no compiler in the image) and the packages' own test suites; about 250 MB.
+RUN site=$(python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
+    && rm -rf "$site/torch/test" "$site/torch/include" \
+    && find "$site" -mindepth 2 -type d -name tests -prune -exec rm -rf {} +
+
 
 FROM python:3.11-slim
 
@@ -55,8 +61,11 @@ COPY --from=builder /opt/venv /opt/venv
 COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 WORKDIR /app
 COPY models ./models
-# The trainers write their runs under /app/runs; a named volume mounted there inherits this owner.
-RUN mkdir runs && chown 10001:10001 runs
+# Checkpoints are read-only for the server's user, whatever modes they had in the build context
+# (safetensors writes weights owner-only). The trainers write under /app/runs: a named volume
+# mounted there inherits its owner.
+RUN chmod -R a+rX,go-w models \
+    && mkdir runs && chown 10001:10001 runs
 
 USER 10001:10001
 EXPOSE 8000
