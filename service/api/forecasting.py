@@ -78,6 +78,12 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
         first, second = sorted((int(order[repeats[0]]), int(order[repeats[0] + 1])))
         raise _invalid((*loc, "times", second), f"time {series.times[second]!r} repeats times[{first}]; "
                                                 "each time may be observed once", "duplicate_time")
+    span = times[-1] - times[0]
+    if span > model.max_horizon:
+        unit = model.time_unit or "time units"
+        raise _invalid((*loc, "times"), f"the observations span {span:g} {unit}; model {model.name!r} reads "
+                                        f"windows of at most {model.max_horizon:g} {unit} (twice its longest "
+                                        "training series): send the most recent part", "window_too_long")
     at = time_numbers(series.at, model, (*loc, "at"))
     _check_horizon(at, times, series.at, model, (*loc, "at"))
     return ForecastQuery(times=times, values=values, at=at)
@@ -126,9 +132,8 @@ def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
     queries = [build_query(series, model, settings, ("body", "series", i))
                for i, series in enumerate(request.series)]
     try:
-        with entry.lock:
-            prediction = model.predict(queries, quantiles=request.quantiles,
-                                       num_samples=request.num_samples, seed=request.seed)
+        prediction = model.predict(queries, quantiles=request.quantiles, num_samples=request.num_samples,
+                                   seed=request.seed)
     except SolverStepLimitError as exc:
         raise _invalid(("body", "series"), f"the ODE solver hit its step cap and gave up: {exc}",
                        "solver_step_limit") from None

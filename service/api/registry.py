@@ -9,10 +9,9 @@ entry with its error, so ``GET /models`` shows why it is missing, and the others
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ LOADERS: dict[str, Callable[[Path, str], Any]] = {
 class ModelEntry:
     """One checkpoint directory: the loaded model, or the error that kept it from loading.
 
-    ``lock`` serialises calls into the model: the NFE counters live on the torch modules, and on
-    a few CPU cores one call using every core beats several competing for them.
+    The models serialise their own calls (their NFE counters live on the torch modules), so
+    concurrent requests to one model queue in the threadpool rather than split the cores.
     """
 
     name: str
@@ -41,7 +40,6 @@ class ModelEntry:
     model: Any | None = None
     error: str | None = None
     load_seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def ready(self) -> bool:

@@ -123,6 +123,7 @@ def with_series(**changes):
     (with_series(times=[]), "series[0].times", "at least 1 item"),
     (with_series(at=[]), "series[0].at", "at least 1 item"),
     (with_series(at=[1.0, 12.3]), "series[0].at[1]", "10.1 time units after the last observation"),
+    (with_series(times=[0.0, 0.37, 1.9, 12.5]), "series[0].times", "span 12.5 time units"),
     (with_series(at=[-10.5]), "series[0].at[0]", "10.5 time units before the first observation"),
     (with_series(values=[[True, 0.5], [None, 0.4], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[0][0]",
      "valid number"),

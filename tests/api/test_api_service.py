@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 from fastapi.testclient import TestClient
@@ -189,3 +190,15 @@ def test_openapi_documents_hand_read_bodies(client):
     assert set(content) == {"application/json", "multipart/form-data"}
     infer = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]
     assert infer["schema"] == {"$ref": "#/components/schemas/InferRequest"}
+
+
+def test_openapi_examples_work(models_dir, make_client):
+    shutil.copytree(models_dir / "tiny", models_dir / "spirals")
+    client = make_client()
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    forecast = client.post("/forecast", json=schemas["ForecastRequest"]["examples"][0])
+    assert forecast.status_code == 200, forecast.text
+    classify = client.post("/classify", json=schemas["ClassifyRequest"]["examples"][0])
+    assert classify.status_code == 200, classify.text
+    infer = client.post("/v2/models/digits/infer", json=schemas["InferRequest"]["examples"][0])
+    assert infer.status_code == 200, infer.text

@@ -53,12 +53,14 @@ Values = Annotated[
     ]}),
 ]
 
+# A counter-clockwise spiral of the bundled model's training data (centre (5, 0), r = 0.3 t),
+# observed at irregular times from t = 7.55, one value missing.
 EXAMPLE_REQUEST = {
     "model": "spirals",
     "series": [{
         "id": "s1",
         "times": [0.0, 0.37, 1.9, 2.2],
-        "values": [[5.2, 0.1], [None, 0.4], [4.6, 1.2], [4.3, 1.2]],
+        "values": [[5.67, 2.17], [None, 2.37], [2.16, -0.09], [2.23, -0.95]],
         "at": [0.5, 3.0, 5.0],
     }],
     "quantiles": [0.05, 0.5, 0.95],
