@@ -50,10 +50,8 @@ use_podman() {
     local driver=vfs
     grep -qw overlay /proc/filesystems && driver=overlay
     mkdir -p "$CACHE"
-    # --log-level fatal: without systemd, podman logs an error for every HEALTHCHECK it cannot put
-    # on a timer; check_healthcheck runs it instead. Failed commands still print "Error: ...".
     ENGINE=(podman --root "$CACHE/storage" --runroot /run/odecast-smoke --storage-driver "$driver"
-            --runtime runc --cgroup-manager cgroupfs --events-backend file --log-level fatal)
+            --runtime runc --cgroup-manager cgroupfs --events-backend file)
     RUN_OPTS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
     BUILD_OPTS=(--pull=never --format docker "${RUN_OPTS[@]}")
     ensure_base_image
@@ -98,6 +96,12 @@ mount_pip_settings() {
     done
 }
 
+# An engine command whose stderr is shown only when it fails: without systemd, podman logs an
+# error for every HEALTHCHECK it cannot put on a timer (check_healthcheck runs it instead).
+quietly() {
+    "${ENGINE[@]}" "$@" >/dev/null 2>"$WORK/engine.err" || { cat "$WORK/engine.err" >&2; return 1; }
+}
+
 # Poll readiness; print the seconds since $1 (a `date +%s.%N`) once it answers 200.
 wait_ready() {
     local started=$1 container=$2 port=$3 deadline=$((SECONDS + 240))
@@ -135,7 +139,7 @@ log "built in $((SECONDS - build_started)) s"
 
 log "running it with --cpus 1 on port $PORT"
 started=$(date +%s.%N)
-"${ENGINE[@]}" run -d --name "$NAME" "${RUN_OPTS[@]}" --cpus 1 -p "127.0.0.1:$PORT:8000" "$IMAGE" >/dev/null
+quietly run -d --name "$NAME" "${RUN_OPTS[@]}" --cpus 1 -p "127.0.0.1:$PORT:8000" "$IMAGE"
 ready_seconds=$(wait_ready "$started" "$NAME" "$PORT")
 log "ready after $ready_seconds s"
 
@@ -147,12 +151,12 @@ threads=$("${ENGINE[@]}" exec "$NAME" sh -c 'tr "\0" "\n" </proc/1/environ' | se
 [ "$threads" = 1 ] || fail "OMP_NUM_THREADS is '$threads' under --cpus 1"
 log "healthy, uid $uid, OMP_NUM_THREADS=$threads"
 
-"${ENGINE[@]}" stop -t 30 "$NAME" >/dev/null
+quietly stop -t 30 "$NAME"
 exit_code=$("${ENGINE[@]}" inspect -f '{{.State.ExitCode}}' "$NAME")
 [ "$exit_code" = 0 ] || fail "the server exited with $exit_code on SIGTERM (137: killed, no clean shutdown)"
 log "stopped cleanly on SIGTERM"
 
-"${ENGINE[@]}" run --rm "${RUN_OPTS[@]}" "$IMAGE" python -m training latent-ode --help >/dev/null \
+quietly run --rm "${RUN_OPTS[@]}" "$IMAGE" python -m training latent-ode --help \
     || fail "python -m training does not run in the image"
 log "the trainer runs in the image"
 
@@ -160,9 +164,9 @@ log "the trainer runs in the image"
 mkdir -p "$WORK/own-models"
 cp -r models/spirals "$WORK/own-models/my-spirals"
 chmod -R a+rX "$WORK/own-models"
-"${ENGINE[@]}" run -d --name "$NAME-mounted" "${RUN_OPTS[@]}" -p "127.0.0.1:$((PORT + 1)):8000" \
+quietly run -d --name "$NAME-mounted" "${RUN_OPTS[@]}" -p "127.0.0.1:$((PORT + 1)):8000" \
     -v "$WORK/own-models:/models:ro" -e ODECAST_MODELS_DIR=/models -e ODECAST_DEFAULT_MODEL=my-spirals \
-    "$IMAGE" >/dev/null
+    "$IMAGE"
 wait_ready "$(date +%s.%N)" "$NAME-mounted" "$((PORT + 1))" >/dev/null
 log "serves a mounted models directory (ODECAST_MODELS_DIR=/models)"
 

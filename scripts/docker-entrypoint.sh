@@ -25,9 +25,12 @@ cpu_quota_threads() {
 }
 
 if [ -z "${OMP_NUM_THREADS:-}" ]; then
+    # The quota, capped by the CPUs this process may run on (nproc honours cpusets).
+    OMP_NUM_THREADS=$(nproc)
     threads=$(cpu_quota_threads)
-    # No quota: the CPUs this process may run on (nproc honours cpusets).
-    OMP_NUM_THREADS=${threads:-$(nproc)}
+    if [ -n "$threads" ] && [ "$threads" -lt "$OMP_NUM_THREADS" ]; then
+        OMP_NUM_THREADS=$threads
+    fi
     export OMP_NUM_THREADS
 fi
 export MKL_NUM_THREADS="${MKL_NUM_THREADS:-$OMP_NUM_THREADS}"
