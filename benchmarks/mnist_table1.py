@@ -7,8 +7,9 @@ Three parts, all written to one JSON file (``benchmarks/results/mnist_table1.jso
    peak memory and time of one training step (batch 128).
 2. ``scaling``: the ODE-Net field integrated by L rk4 steps (L = 1, 2, 4, ...), with the gradient
    from backprop through the steps (this is RK-Net), the adjoint, and per-step checkpointing;
-   training-step peak memory and time as L grows. The paper's claim: O(L) memory for RK-Net,
-   O(1) for the adjoint. A ResNet with 6·k blocks gives its O(L) line.
+   training-step peak memory and time of the feature block (+ head) as L grows. The paper's
+   claim: O(L) memory for RK-Net, O(1) for the adjoint. A ResNet with 6·k blocks gives its O(L)
+   line.
 3. ``gradients``: on the trained ODE-Net (dopri5, its own tolerance), the gradient of the loss
    on one test batch by the three modes: relative L2 error over all parameters against direct
    backprop (the exact gradient of the computed forward pass) and against a tight-tolerance
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.model.classifier import Classifier  # noqa: E402
-from service.model.mnist_nets import MNISTClassifier, build_classifier, parameter_count  # noqa: E402
+from service.model.mnist_nets import WIDTH, MNISTClassifier, build_classifier, parameter_count  # noqa: E402
 from service.model.odenet import ODEBlock  # noqa: E402
 from service.model.solver import SolverConfig  # noqa: E402
 from training.data.mnist_idx import load_split, to_tensor  # noqa: E402
@@ -54,20 +55,34 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
 
 
 def build(spec: dict[str, Any]) -> torch.nn.Module:
-    """A model from a measurement spec: an architecture dict, or an rk4-stepped ODE block."""
+    """A whole classifier (``architecture``), or only a feature block and the head (``block``).
+
+    The scaling study measures feature blocks without the downsampling: its backward pass at
+    28×28 and 13×13 would otherwise set the peak and hide the block's own memory.
+    """
     if spec["kind"] == "architecture":
         return build_classifier(spec["architecture"])
-    solver = SolverConfig(method="rk4")  # one rk4 step per segment: L segments = L steps
-    return MNISTClassifier(ODEBlock(64, solver, spec["gradient"], spec["steps"]))
+    if spec["block"] == "resnet":
+        features = build_classifier({"name": "resnet", "blocks": spec["blocks"]}).features
+    elif spec["gradient"] == "checkpointed":  # L segments of one rk4 step, each recomputed alone
+        features = ODEBlock(WIDTH, SolverConfig(method="rk4"), "checkpointed", spec["steps"])
+    else:  # one solve of L rk4 steps: the adjoint keeps only y(0) and y(1)
+        solver = SolverConfig(method="rk4", step_size=1.0 / spec["steps"])
+        features = ODEBlock(WIDTH, solver, spec["gradient"], 1)
+    probe = MNISTClassifier(features)
+    probe.downsampling = torch.nn.Identity()
+    return probe
 
 
-def batch(size: int, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if data_dir is None:
-        generator = torch.Generator().manual_seed(0)
-        images = torch.rand(size, 1, 28, 28, generator=generator)
-        return images, torch.randint(0, 10, (size,), generator=generator)
-    test = load_split(data_dir, "test")
-    return to_tensor(test.images[:size]), torch.from_numpy(test.labels[:size])
+def batch(spec: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test images, or random inputs of the right shape (28×28 images, 6×6 feature maps)."""
+    size = spec["batch_size"]
+    if spec.get("data_dir"):
+        test = load_split(spec["data_dir"], "test")
+        return to_tensor(test.images[:size]), torch.from_numpy(test.labels[:size])
+    generator = torch.Generator().manual_seed(0)
+    shape = (size, 1, 28, 28) if spec["kind"] == "architecture" else (size, WIDTH, 6, 6)
+    return torch.rand(shape, generator=generator), torch.randint(0, 10, (size,), generator=generator)
 
 
 def memory_kib(field: str) -> int:
@@ -96,7 +111,7 @@ def measure_step(spec: dict[str, Any]) -> dict[str, Any]:
     model = build(spec)
     if spec.get("weights"):
         model.load_state_dict(Classifier.load(spec["weights"]).model.state_dict())
-    x, y = batch(spec["batch_size"], spec.get("data_dir"))
+    x, y = batch(spec)
     training_step(model, x, y)  # warm-up: one-off allocations (thread pools, caches) are not the step's
     Path("/proc/self/clear_refs").write_text("5")
     before = memory_kib("VmRSS")
@@ -164,18 +179,21 @@ def table(checkpoints: dict[str, str], args: argparse.Namespace) -> list[dict[st
 
 
 def scaling(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if any(steps & (steps - 1) for steps in args.steps):
+        raise SystemExit("--steps must be powers of two, so that step_size 1/L is exact")
     rows = []
     common = {"batch_size": args.batch_size, "repeats": args.repeats, "threads": args.threads}
     for steps in args.steps:
         for gradient in ("direct", "adjoint", "checkpointed"):
             label = "RK-Net" if gradient == "direct" else "ODE-Net"
             row = {"steps": steps, "gradient": gradient, "label": label,
-                   **in_subprocess({"kind": "rk4", "gradient": gradient, "steps": steps, **common})}
+                   **in_subprocess({"kind": "block", "block": "ode", "gradient": gradient, "steps": steps,
+                                    **common})}
             rows.append(row)
             print(json.dumps(row), flush=True)
     for multiple in args.resnet_multiples:
         row = {"resnet_blocks": 6 * multiple, **in_subprocess(
-            {"kind": "architecture", "architecture": {"name": "resnet", "blocks": 6 * multiple}, **common})}
+            {"kind": "block", "block": "resnet", "blocks": 6 * multiple, **common})}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -191,7 +209,7 @@ def gradients(directory: str, args: argparse.Namespace) -> dict[str, Any]:
     """Gradient of the trained ODE-Net's loss on one test batch, by each mode."""
     base = Classifier.load(directory).config["architecture"]
     weights = Classifier.load(directory).model.state_dict()
-    x, y = batch(args.batch_size, args.data_dir)
+    x, y = batch({"kind": "architecture", "batch_size": args.batch_size, "data_dir": args.data_dir})
 
     def gradient_of(**changes: Any) -> tuple[torch.Tensor, int, int]:
         model = build_classifier({**base, **changes})

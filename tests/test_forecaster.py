@@ -134,3 +134,12 @@ def test_bad_queries_get_clear_errors(trained):
     with pytest.raises(ValueError, match="quantiles"):
         forecaster.predict([ForecastQuery(**good)], quantiles=[1.5])
     assert forecaster.predict([]).forecasts == []
+
+
+def test_single_observation_and_missing_channel_query(trained):
+    _, forecaster = trained
+    single = ForecastQuery(np.array([3.0]), np.array([[np.nan, 2.5]]), np.array([2.0, 3.0, 4.5]))
+    forecast = forecaster.predict([single], quantiles=[0.5]).forecasts[0]
+    assert forecast.kind == ["backcast", "interpolation", "extrapolation"]
+    assert forecast.mean.shape == forecast.std.shape == forecast.quantiles[0.5].shape == (3, 2)
+    assert np.all(np.isfinite(forecast.mean)) and np.all(forecast.std > 0)

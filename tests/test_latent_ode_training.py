@@ -10,7 +10,7 @@ from service.model.checkpoint import CheckpointError, load_checkpoint
 from service.model.latent_ode import LatentODE
 from service.model.series import Series
 from training.holdout import holdout_split
-from training.latent_ode import train
+from training.latent_ode import prefix, subsample, train, window
 from training.train_state import KIND as STATE_KIND
 
 torch.set_num_threads(1)
@@ -37,6 +37,8 @@ def test_short_training_lowers_the_loss():
                  "test_future_rmse"):
         assert np.isfinite(metrics[name]) and metrics[name] > 0, name
     assert metrics["val_mse"] == pytest.approx((metrics["val_interp_mse"] + metrics["val_extrap_mse"]) / 2)
+    for part in ("val_interp", "val_extrap", "val_future", "test_interp", "test_extrap", "test_future"):
+        assert 0 <= metrics[f"{part}_coverage90"] <= 1
 
 
 def last_weights(out):
@@ -46,17 +48,18 @@ def last_weights(out):
 
 def test_resume_continues_exactly(tmp_path):
     data = sine_series(10, 10, seed=0), sine_series(3, 10, seed=1)
-    config = tiny_config(epochs=2, optimizer="adamax", min_keep_fraction=0.6)
+    augment = dict(optimizer="adamax", min_window_fraction=0.7, min_keep_fraction=0.6,
+                   min_context_fraction=0.5)
+    config = tiny_config(epochs=2, **augment)
     train(config, *data, out=tmp_path / "straight")
-    train(tiny_config(epochs=1, optimizer="adamax", min_keep_fraction=0.6), *data, out=tmp_path / "split")
+    train(tiny_config(epochs=1, **augment), *data, out=tmp_path / "split")
     train(config, *data, out=tmp_path / "split", resume=True)
     straight, resumed = last_weights(tmp_path / "straight"), last_weights(tmp_path / "split")
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
     with pytest.raises(CheckpointError, match=r"changed: lr"):
-        train(tiny_config(epochs=3, optimizer="adamax", min_keep_fraction=0.6, lr=0.5), *data,
-              out=tmp_path / "split", resume=True)
+        train(tiny_config(epochs=3, lr=0.5, **augment), *data, out=tmp_path / "split", resume=True)
 
 
 def test_bad_training_data_is_named():
@@ -79,3 +82,15 @@ def test_holdout_split_keeps_targets_apart():
     everything = np.sort(np.concatenate([split.context.times, split.interp_times, split.extrap_times]))
     np.testing.assert_array_equal(everything, s.times)
     assert holdout_split(Series([0.0, 1.0], [[1.0], [2.0]]), 0.5, 0.2, np.random.default_rng(0)) is None
+
+
+def test_augmentations_keep_order_and_size_bounds():
+    s = sine_series(1, 40, seed=5)[0]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        w, k, p = window(s, 0.5, rng), subsample(s, 0.5, rng), prefix(s, 0.5, rng)
+        start = int(np.searchsorted(s.times, w.times[0]))
+        np.testing.assert_array_equal(w.times, s.times[start:start + w.times.size])
+        np.testing.assert_array_equal(p.times, s.times[:p.times.size])
+        assert np.isin(k.times, s.times).all() and np.all(np.diff(k.times) > 0)
+        assert min(w.times.size, k.times.size, p.times.size) >= np.ceil(0.5 * s.times.size)

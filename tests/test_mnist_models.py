@@ -32,6 +32,9 @@ def test_nfe_counted_for_ode_models_only():
         model = build_classifier({"name": name})
         model(x)
         assert model.nfe == expected, name
+    three_steps = build_classifier({"name": "rknet", "steps": 3})
+    three_steps(x)
+    assert three_steps.nfe == 3 * 4  # exactly 3 steps, none added by rounding 1/3
     odenet = build_classifier({"name": "odenet"})
     odenet(x)
     first = odenet.nfe

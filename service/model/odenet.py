@@ -117,7 +117,8 @@ class RKBlock(nn.Module):
         if steps < 1:
             raise ValueError("steps must be at least 1")
         self.odefunc = CountingFunc(ConvODEFunc(channels))
-        self.solver = SolverConfig(method=method, step_size=1.0 / steps)
+        self.solver = SolverConfig(method=method)  # no step_size: one step between grid points
+        self.steps = steps
 
     @property
     def nfe(self) -> int:
@@ -128,5 +129,6 @@ class RKBlock(nn.Module):
         self.odefunc.nfe = value
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        t = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
-        return solve(self.odefunc, h, t, self.solver)[-1]
+        # An explicit grid, not step_size=1/steps: torchdiffeq rounds 1/(1/3) up to an extra step.
+        grid = torch.linspace(0.0, 1.0, self.steps + 1, dtype=h.dtype, device=h.device)
+        return solve(self.odefunc, h, grid, self.solver)[-1]
