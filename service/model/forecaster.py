@@ -195,7 +195,8 @@ class Forecaster:
         """Decoded means (m, S, C) at each query's ``at``, in normalised units."""
         norm, model = self.normalization, self.model
         device = model.log_obs_std.device
-        series = [Series(norm.times(q.times), norm.values(q.values)) for q in queries]
+        series = [Series(norm.times(q.times), norm.values(q.values), f"queries[{i}]")
+                  for i, q in enumerate(queries)]
         mean, std = model.posterior(collate(series).to(device))
         draws = [torch.randn(num_samples, mean.shape[-1], generator=torch.Generator().manual_seed(seed))
                  for _ in queries]
