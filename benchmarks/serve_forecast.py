@@ -3,8 +3,11 @@
 Starts ``odecast serve`` (uvicorn, one process) on 127.0.0.1, sends a typical request (1
 series, 50 observations, 100 requested times, 64 samples) and a batch request (32 such series)
 with one keep-alive httpx client, and times the same ``Forecaster.predict`` call directly in
-Python, without HTTP. The difference of the medians is the HTTP overhead (request parsing,
-validation, JSON, uvicorn, loopback). Also measured: throughput with several concurrent clients.
+Python, without HTTP, alternating the two so both see the same background load. The HTTP
+overhead of each request is its latency at the client minus the model call's duration that the
+server reports in its ``Server-Timing`` header: everything that is not the model (uvicorn,
+loopback, body parsing, validation, response JSON, middleware, threadpool hop). Also measured:
+throughput with several concurrent clients.
 
     python benchmarks/serve_forecast.py [--models-dir models] [--model spirals] [--requests 300]
 
@@ -58,6 +61,12 @@ def summary(seconds: list[float]) -> dict:
     return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
             "throughput_rps": float(len(ms) / (ms.sum() / 1000))}
+
+
+def server_timing(response: httpx.Response) -> dict[str, float]:
+    """The server's own measures (ms): ``model`` call, and ``app`` from request to response start."""
+    return {name: float(ms) for name, ms in
+            (part.split(";dur=") for part in response.headers["Server-Timing"].split(", "))}
 
 
 def time_calls(call, count: int, warmup: int) -> list[float]:
@@ -129,29 +138,38 @@ def main() -> None:
                                  np.asarray(s["at"])) for s in series]
         return lambda: forecaster.predict(queries, quantiles=QUANTILES, num_samples=64, seed=0)
 
-    results: dict = {"direct": {}, "http": {}, "overhead_p50_ms": {}}
-    for name, (series, count) in cases.items():
-        results["direct"][name] = summary(time_calls(direct(series), count, warmup=5))
-        print(f"direct: {name}: p50 {results['direct'][name]['p50_ms']:.2f} ms", flush=True)
-
     server_log = args.out.with_suffix(".server.log")
     server_log.parent.mkdir(parents=True, exist_ok=True)
     process, url = start_server(args.models_dir, args.model, args.threads, server_log)
+    results: dict = {"direct": {}, "http": {}, "overhead_ms": {}}
     try:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=120) as client:
             for name, (series, count) in cases.items():
                 body = request_body(args.model, series, 64)
-                post = lambda body=body: client.post("/forecast", json=body).raise_for_status()  # noqa: E731
-                results["http"][name] = summary(time_calls(post, count, warmup=5))
-                print(f"http: {name}: p50 {results['http'][name]['p50_ms']:.2f} ms", flush=True)
-                results["overhead_p50_ms"][name] = (results["http"][name]["p50_ms"]
-                                                    - results["direct"][name]["p50_ms"])
-        typical_body = request_body(args.model, typical, 64)
-        results["concurrent_rps"] = {f"typical, {args.clients} clients":
-                                     concurrent_throughput(url, typical_body, args.clients, 5.0)}
+                call_direct = direct(series)
+                direct_seconds, http_seconds, parts = [], [], []
+                for _ in range(count + 3):  # the first 3 of each are warm-up
+                    direct_seconds += time_calls(call_direct, 1, warmup=0)
+                    started = time.perf_counter()
+                    response = client.post("/forecast", json=body).raise_for_status()
+                    http_seconds.append(time.perf_counter() - started)
+                    timing = server_timing(response)
+                    parts.append((http_seconds[-1] * 1000 - timing["model"], timing["app"] - timing["model"]))
+                results["direct"][name] = summary(direct_seconds[3:])
+                results["http"][name] = summary(http_seconds[3:])
+                overhead, in_server = np.array(parts[3:]).T
+                results["overhead_ms"][name] = {
+                    "p50": float(np.percentile(overhead, 50)), "p95": float(np.percentile(overhead, 95)),
+                    "in_server_p50": float(np.percentile(in_server, 50)),
+                    "client_and_transport_p50": float(np.percentile(overhead - in_server, 50))}
+                print(f"{name}: direct p50 {results['direct'][name]['p50_ms']:.2f} ms, http p50 "
+                      f"{results['http'][name]['p50_ms']:.2f} ms", flush=True)
+            typical_body = request_body(args.model, typical, 64)
+            results["concurrent_rps"] = {f"typical, {args.clients} clients":
+                                         concurrent_throughput(url, typical_body, args.clients, 10.0)}
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
 
     results["setup"] = {
         "command": "python " + " ".join(sys.argv), "model": args.model, "model_version": forecaster.version,
@@ -166,8 +184,10 @@ def main() -> None:
         for name, row in results[side].items():
             print(f"{side + ': ' + name:58s} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
                   f"{row['throughput_rps']:8.1f}")
-    for name, overhead in results["overhead_p50_ms"].items():
-        print(f"HTTP overhead at p50, {name}: {overhead:.2f} ms")
+    for name, overhead in results["overhead_ms"].items():
+        print(f"HTTP overhead, {name}: p50 {overhead['p50']:.2f} ms (in the server "
+              f"{overhead['in_server_p50']:.2f}, client and transport "
+              f"{overhead['client_and_transport_p50']:.2f}), p95 {overhead['p95']:.2f} ms")
     for name, rps in results["concurrent_rps"].items():
         print(f"throughput, {name}: {rps:.1f} req/s")
     print(f"wrote {args.out}")

@@ -131,6 +131,9 @@ def test_bad_queries_get_clear_errors(trained):
     for change, message in cases:
         with pytest.raises(ValueError, match=message):
             forecaster.predict([ForecastQuery(**{**good, **change})])
+    with pytest.raises(ValueError, match=r"'queries\[0\]' has observations closer in time"):
+        too_close = np.array([1.0, 2.0, 2.0 + 1e-9])
+        forecaster.predict([ForecastQuery(too_close, np.ones((3, 2)), np.array([3.0]))])
     with pytest.raises(ValueError, match="quantiles"):
         forecaster.predict([ForecastQuery(**good)], quantiles=[1.5])
     assert forecaster.predict([]).forecasts == []

@@ -9,7 +9,7 @@ import torch
 from service.model.batching import Batch, collate
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Series
-from service.model.solver import SolverConfig
+from service.model.solver import SolverConfig, SolverStepLimitError
 
 torch.set_num_threads(1)
 
@@ -110,3 +110,20 @@ def test_config_round_trip_and_validation():
         LatentODEConfig(num_channels=1, encoder="lstm")
     with pytest.raises(ValueError, match="unknown model settings"):
         LatentODEConfig.from_dict({"num_channels": 1, "layers": 3})
+
+
+def test_adjoint_counts_backward_evaluations():
+    model = model_for("rnn", solver=SolverConfig(method="dopri5", adjoint=True))
+    batch = collate([Series(np.linspace(0, 1, 4), np.ones((4, 2)), "s")])
+    model.reset_nfe()
+    terms = model(batch)
+    forward = model.nfe
+    terms.loss.backward()
+    assert forward > 0 and model.nfe > forward
+    assert all(p.grad is not None for p in model.dynamics.parameters())
+
+
+def test_step_cap_surfaces_as_solver_error():
+    model = model_for("rnn", solver=SolverConfig(method="dopri5", rtol=1e-9, atol=1e-9, max_num_steps=1))
+    with pytest.raises(SolverStepLimitError):
+        model(collate([Series(np.linspace(0, 5, 4), np.ones((4, 2)), "s")]))

@@ -36,6 +36,13 @@ one path (`series[0].values[3]`); under `/v2/` they are the Open Inference Proto
 model 404, a body over the byte limit 413, a missing or wrong API key 401, a model that is not
 loaded 503.
 
+**Horizon**: a requested time may lie at most the model's `max_horizon` (see `GET /models`)
+before the first or after the last observation, and a series' observations may span at most
+that much (twice the model's longest training series).
+
+**Pixels** (`POST /classify`, JSON): an image with any value above 1 is read as 0..255 whole
+numbers, otherwise as 0..1; OIP `infer` takes FP32 in [0, 1].
+
 **API key**: when the server has one (`ODECAST_API_KEY`), send it as `X-API-Key: <key>` or
 `Authorization: Bearer <key>`; health probes, `/metrics` and these docs need none.
 

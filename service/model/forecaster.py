@@ -195,7 +195,8 @@ class Forecaster:
         """Decoded means (m, S, C) at each query's ``at``, in normalised units."""
         norm, model = self.normalization, self.model
         device = model.log_obs_std.device
-        series = [Series(norm.times(q.times), norm.values(q.values)) for q in queries]
+        series = [Series(norm.times(q.times), norm.values(q.values), f"queries[{i}]")
+                  for i, q in enumerate(queries)]
         mean, std = model.posterior(collate(series).to(device))
         draws = [torch.randn(num_samples, mean.shape[-1], generator=torch.Generator().manual_seed(seed))
                  for _ in queries]
@@ -209,9 +210,12 @@ class Forecaster:
                 continue
             grid, indices = union_grid([np.zeros(1)] + [off[rows] * sign
                                                         for off, rows in zip(offsets, selected, strict=True)])
-            path = model.decode(z0, sign * grid.to(device)).double().cpu().numpy()  # (T, S, B, C)
+            path = model.latent_path(z0, sign * grid.to(device))               # (T, S, B, L)
+            # Decode only each series' own requested times: the union grid of a batch is mostly
+            # other series' times, and decoding all of it for every series dominated batch calls.
             for b, (rows, index) in enumerate(zip(selected, indices[1:], strict=True)):
-                decoded[b][rows] = path[index, :, b, :]
+                own = path[torch.as_tensor(index, device=device), :, b, :]
+                decoded[b][rows] = model.decoder(own).double().cpu().numpy()
         return decoded
 
     def _summarise(self, query: ForecastQuery, means: np.ndarray, obs_std: np.ndarray,
