@@ -61,9 +61,9 @@ COPY --from=builder /opt/venv /opt/venv
 COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 WORKDIR /app
 COPY models ./models
-# Checkpoints are read-only for the server's user, whatever modes they had in the build context
-# (safetensors writes weights owner-only). The trainers write under /app/runs: a named volume
-# mounted there inherits its owner.
+# Checkpoints are readable, not writable, by the server's user whatever modes they had in the
+# build context (a checkout made under umask 077 is owner-only). The trainers write under
+# /app/runs: a named volume mounted there inherits its owner.
 RUN chmod -R a+rX,go-w models \
     && mkdir runs && chown 10001:10001 runs
 

@@ -64,7 +64,7 @@ ensure_base_image() {
     if [ ! -s "$tarball" ]; then
         log "making $BASE with debootstrap (bookworm minbase + python3)"
         local rootfs=$WORK/rootfs
-        debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+        debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
             bookworm "$rootfs" >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log" >&2; fail "debootstrap"; }
         # What Debian's slim images leave out too: the package cache, apt lists, docs, locales.
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
