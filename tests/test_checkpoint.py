@@ -72,3 +72,10 @@ def test_architecture_mismatch_refused(tmp_path):
     _, state = load_checkpoint(tmp_path / "c")
     with pytest.raises(CheckpointError, match="shape"):
         load_state_strict(nn.Linear(4, 2), state, "c")
+
+
+def test_checkpoint_is_readable_by_other_users(tmp_path):
+    save_checkpoint(tmp_path / "c", "toy", nn.Linear(1, 1).state_dict(), {})
+    assert (tmp_path / "c").stat().st_mode & 0o555 == 0o555
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        assert (tmp_path / "c" / name).stat().st_mode & 0o444 == 0o444

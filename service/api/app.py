@@ -7,6 +7,7 @@ dependencies. Nothing is loaded at import, so tests build apps on their own mode
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,13 @@ one path (`series[0].values[3]`); under `/v2/` they are the Open Inference Proto
 `{"error": "..."}`. Malformed or over-limit requests get 422 (400 under `/v2/`), an unknown
 model 404, a body over the byte limit 413, a missing or wrong API key 401, a model that is not
 loaded 503.
+
+**Horizon**: a requested time may lie at most the model's `max_horizon` (see `GET /models`)
+before the first or after the last observation, and a series' observations may span at most
+that much (twice the model's longest training series).
+
+**Pixels** (`POST /classify`, JSON): an image with any value above 1 is read as 0..255 whole
+numbers, otherwise as 0..1; OIP `infer` takes FP32 in [0, 1].
 
 **API key**: when the server has one (`ODECAST_API_KEY`), send it as `X-API-Key: <key>` or
 `Authorization: Bearer <key>`; health probes, `/metrics` and these docs need none.
@@ -85,7 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          "ready": [e.name for e in registry if e.ready],
                                          "failed": [e.name for e in registry if not e.ready]})
         app.state.registry = registry
+        # Start-up objects (torch, the models) live as long as the process: freezing them keeps
+        # the collector from re-scanning ~200k objects while a request builds its response lists.
+        gc.freeze()
         yield
+        gc.unfreeze()
         app.state.registry = None
 
     app = FastAPI(title="odecast", version=__version__, description=describe(settings), lifespan=lifespan)

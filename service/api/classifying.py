@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from service.api.errors import ApiError, Loc
-from service.api.metrics import Metrics
+from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.model.classifier import Classifier
 from service.model.digit_image import image_bytes_to_mnist
@@ -61,6 +61,7 @@ def decode_uploads(uploads: list[bytes], loc: Loc) -> np.ndarray:
 def classify(entry: ModelEntry, images: np.ndarray, metrics: Metrics) -> tuple[np.ndarray, int]:
     """Probabilities (N, 10) for float32 images (N, 28, 28) in [0, 1], and the call's NFE."""
     model: Classifier = entry.model
-    probabilities, nfe = model.predict(torch.from_numpy(np.ascontiguousarray(images))[:, None])
+    with timed("model"):
+        probabilities, nfe = model.predict(torch.from_numpy(np.ascontiguousarray(images))[:, None])
     metrics.nfe.labels(entry.name).observe(nfe)
     return probabilities, nfe

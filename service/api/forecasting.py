@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from service.api.errors import ApiError, Loc
-from service.api.metrics import Metrics
+from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.api.schemas.forecast import ForecastRequest, SeriesIn
 from service.api.settings import Settings
@@ -132,8 +132,9 @@ def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
     queries = [build_query(series, model, settings, ("body", "series", i))
                for i, series in enumerate(request.series)]
     try:
-        prediction = model.predict(queries, quantiles=request.quantiles, num_samples=request.num_samples,
-                                   seed=request.seed)
+        with timed("model"):
+            prediction = model.predict(queries, quantiles=request.quantiles,
+                                       num_samples=request.num_samples, seed=request.seed)
     except SolverStepLimitError as exc:
         raise _invalid(("body", "series"), f"the ODE solver hit its step cap and gave up: {exc}",
                        "solver_step_limit") from None

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one app: requests, latency, solver NFE and models loaded.
+"""Prometheus metrics of one app (requests, latency, solver NFE, models loaded), and per-request
+timings for the ``Server-Timing`` response header (how long the model call took).
 
 Each app owns its :class:`~prometheus_client.CollectorRegistry`, so several apps in one process
 (the tests build many) never collide on metric names. ``odecast serve`` runs one process, so
@@ -6,6 +7,11 @@ the default single-process client is right; more workers would need multiprocess
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +24,23 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 NFE_BUCKETS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 50_000)
+
+
+# Per-request durations (ms) by name, for the Server-Timing header. The middleware puts a fresh
+# dict in the context; code in the threadpool sees a copy of the context but the same dict.
+request_timings: ContextVar[dict[str, float] | None] = ContextVar("request_timings", default=None)
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Record how long the block took as ``name`` in the current request's Server-Timing."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings = request_timings.get()
+        if timings is not None:
+            timings[name] = (time.perf_counter() - started) * 1000
 
 
 class Metrics:

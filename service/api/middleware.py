@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, access log and metrics; and the request body size limit.
+"""ASGI middleware: request ids, Server-Timing, access log and metrics; and the body size limit.
 
 Both are plain ASGI callables rather than ``BaseHTTPMiddleware``, which would copy every body
 through an extra task. :class:`RequestContextMiddleware` is the outermost layer, so its access
@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_item, error_response
 from service.api.logs import request_id_var
-from service.api.metrics import Metrics
+from service.api.metrics import Metrics, request_timings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -56,6 +56,8 @@ class RequestContextMiddleware:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        timings: dict[str, float] = {}
+        timings_token = request_timings.set(timings)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -65,7 +67,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+                headers = MutableHeaders(scope=message)
+                headers.append(REQUEST_ID_HEADER, request_id)
+                timings["app"] = (time.perf_counter() - started) * 1000
+                headers.append("Server-Timing", ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items()))
             await send(message)
 
         try:
@@ -83,6 +88,7 @@ class RequestContextMiddleware:
             access_log.info("%s %s %d", scope["method"], scope["path"], status,
                             extra={"method": scope["method"], "path": scope["path"], "status": status,
                                    "duration_ms": round(seconds * 1000, 3)})
+            request_timings.reset(timings_token)
             request_id_var.reset(token)
 
 

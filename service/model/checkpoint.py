@@ -76,7 +76,10 @@ def save_checkpoint(directory: str | Path, kind: str, state_dict: dict[str, torc
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(staging, directory)
+        # mkdtemp made the directory owner-only; a server running as another user must read it.
         os.chmod(directory, 0o755)
+        for written in directory.iterdir():
+            os.chmod(written, 0o644)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

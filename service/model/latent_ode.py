@@ -162,11 +162,15 @@ class LatentODE(nn.Module):
         """Mean and standard deviation of q(z0 | x), each (B, latent_dim)."""
         return self.encoder(batch)
 
+    def latent_path(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """z at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape)."""
+        if times.numel() == 1:
+            return z0[None]
+        return solve(self.dynamics, z0, times, self.config.solver)
+
     def decode(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Decoder means at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape[:-1], C)."""
-        if times.numel() == 1:
-            return self.decoder(z0)[None]
-        return self.decoder(solve(self.dynamics, z0, times, self.config.solver))
+        return self.decoder(self.latent_path(z0, times))
 
     def forward(self, batch: Batch, num_samples: int = 1, kl_coef: float = 1.0,
                 generator: torch.Generator | None = None, context: Batch | None = None) -> LossTerms:

@@ -202,3 +202,10 @@ def test_openapi_examples_work(models_dir, make_client):
     assert classify.status_code == 200, classify.text
     infer = client.post("/v2/models/digits/infer", json=schemas["InferRequest"]["examples"][0])
     assert infer.status_code == 200, infer.text
+
+
+def test_server_timing_reports_the_model_call(client):
+    answer = client.post("/forecast", json={"series": [{"times": [0, 1], "values": [[1, 2]] * 2, "at": [2]}]})
+    timings = dict(part.split(";dur=") for part in answer.headers["Server-Timing"].split(", "))
+    assert set(timings) == {"model", "app"} and 0 < float(timings["model"]) <= float(timings["app"])
+    assert client.get("/v2/health/live").headers["Server-Timing"].startswith("app;dur=")

@@ -1,0 +1,197 @@
+"""Serving benchmark: POST /forecast over loopback HTTP against the same prediction in-process.
+
+Starts ``odecast serve`` (uvicorn, one process) on 127.0.0.1, sends a typical request (1
+series, 50 observations, 100 requested times, 64 samples) and a batch request (32 such series)
+with one keep-alive httpx client, and times the same ``Forecaster.predict`` call directly in
+Python, without HTTP, alternating the two so both see the same background load. The HTTP
+overhead of each request is its latency at the client minus the model call's duration that the
+server reports in its ``Server-Timing`` header: everything that is not the model (uvicorn,
+loopback, body parsing, validation, response JSON, middleware, threadpool hop). Also measured:
+throughput with several concurrent clients.
+
+    python benchmarks/serve_forecast.py [--models-dir models] [--model spirals] [--requests 300]
+
+Prints a table and writes benchmarks/results/serve_forecast.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.api.cpu import available_cpus  # noqa: E402
+from service.model.forecaster import Forecaster, ForecastQuery  # noqa: E402
+
+QUANTILES = [0.05, 0.5, 0.95]
+
+
+def make_series(rng: np.random.Generator, channels: int, observations: int, times: int) -> dict:
+    """Irregular times over [0, 3.7], a few missing values, requested times spanning backcast to forecast."""
+    t = np.sort(rng.uniform(0.0, 3.7, observations))
+    values = rng.normal(0.0, 1.0, (observations, channels))
+    values[rng.random((observations, channels)) < 0.1] = np.nan
+    values[np.isnan(values).all(axis=1), 0] = 0.0
+    at = np.linspace(-0.5, 7.0, times)
+    rows = [[None if np.isnan(v) else float(v) for v in row] for row in values]
+    return {"times": t.tolist(), "values": rows, "at": at.tolist()}
+
+
+def request_body(model: str, series: list[dict], samples: int) -> dict:
+    return {"model": model, "series": series, "quantiles": QUANTILES, "num_samples": samples, "seed": 0}
+
+
+def summary(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1000
+    return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "throughput_rps": float(len(ms) / (ms.sum() / 1000))}
+
+
+def server_timing(response: httpx.Response) -> dict[str, float]:
+    """The server's own measures (ms): ``model`` call, and ``app`` from request to response start."""
+    return {name: float(ms) for name, ms in
+            (part.split(";dur=") for part in response.headers["Server-Timing"].split(", "))}
+
+
+def time_calls(call, count: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def concurrent_throughput(url: str, body: dict, clients: int, seconds: float) -> float:
+    done = 0
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker() -> None:
+        nonlocal done
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while time.perf_counter() < stop:
+                client.post("/forecast", json=body).raise_for_status()
+                with lock:
+                    done += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(worker) for _ in range(clients)]:
+            future.result()
+    return done / (time.perf_counter() - started)
+
+
+def start_server(models_dir: Path, model: str, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "ODECAST_DEFAULT_MODEL": model, "ODECAST_TORCH_THREADS": str(threads)}
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", "0", "--models-dir",
+                                str(models_dir)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        match = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+        if match:
+            # Keep draining the log so the server never blocks on a full pipe.
+            threading.Thread(target=lambda: log.write_text("".join(process.stderr)), daemon=True).start()
+            return process, match.group(1)
+    raise RuntimeError(f"server did not start (exit {process.wait()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--model", default="spirals")
+    parser.add_argument("--requests", type=int, default=300, help="timed typical requests")
+    parser.add_argument("--batch-requests", type=int, default=40, help="timed batch requests")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients for the throughput run")
+    parser.add_argument("--threads", type=int, default=available_cpus(), help="torch threads, both sides")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_forecast.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    forecaster = Forecaster.load(args.models_dir / args.model)
+    rng = np.random.default_rng(0)
+    channels = len(forecaster.channels)
+    typical = [make_series(rng, channels, 50, 100)]
+    batch = [make_series(rng, channels, 50, 100) for _ in range(32)]
+    cases = {"typical (1 series x 50 obs, 100 times, 64 samples)": (typical, args.requests),
+             "batch (32 such series)": (batch, args.batch_requests)}
+
+    def direct(series: list[dict]):
+        queries = [ForecastQuery(np.asarray(s["times"]), np.array(s["values"], dtype=np.float64),
+                                 np.asarray(s["at"])) for s in series]
+        return lambda: forecaster.predict(queries, quantiles=QUANTILES, num_samples=64, seed=0)
+
+    server_log = args.out.with_suffix(".server.log")
+    server_log.parent.mkdir(parents=True, exist_ok=True)
+    process, url = start_server(args.models_dir, args.model, args.threads, server_log)
+    results: dict = {"direct": {}, "http": {}, "overhead_ms": {}}
+    try:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for name, (series, count) in cases.items():
+                body = request_body(args.model, series, 64)
+                call_direct = direct(series)
+                direct_seconds, http_seconds, parts = [], [], []
+                for _ in range(count + 3):  # the first 3 of each are warm-up
+                    direct_seconds += time_calls(call_direct, 1, warmup=0)
+                    started = time.perf_counter()
+                    response = client.post("/forecast", json=body).raise_for_status()
+                    http_seconds.append(time.perf_counter() - started)
+                    timing = server_timing(response)
+                    parts.append((http_seconds[-1] * 1000 - timing["model"], timing["app"] - timing["model"]))
+                results["direct"][name] = summary(direct_seconds[3:])
+                results["http"][name] = summary(http_seconds[3:])
+                overhead, in_server = np.array(parts[3:]).T
+                results["overhead_ms"][name] = {
+                    "p50": float(np.percentile(overhead, 50)), "p95": float(np.percentile(overhead, 95)),
+                    "in_server_p50": float(np.percentile(in_server, 50)),
+                    "client_and_transport_p50": float(np.percentile(overhead - in_server, 50))}
+                print(f"{name}: direct p50 {results['direct'][name]['p50_ms']:.2f} ms, http p50 "
+                      f"{results['http'][name]['p50_ms']:.2f} ms", flush=True)
+            typical_body = request_body(args.model, typical, 64)
+            results["concurrent_rps"] = {f"typical, {args.clients} clients":
+                                         concurrent_throughput(url, typical_body, args.clients, 10.0)}
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+    results["setup"] = {
+        "command": "python " + " ".join(sys.argv), "model": args.model, "model_version": forecaster.version,
+        "torch_threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, {available_cpus()} usable",
+        "load_average_1m_at_end": os.getloadavg()[0],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{'case':58s} {'p50':>8s} {'p95':>8s} {'p99':>8s} {'req/s':>8s}")
+    for side in ("direct", "http"):
+        for name, row in results[side].items():
+            print(f"{side + ': ' + name:58s} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
+                  f"{row['throughput_rps']:8.1f}")
+    for name, overhead in results["overhead_ms"].items():
+        print(f"HTTP overhead, {name}: p50 {overhead['p50']:.2f} ms (in the server "
+              f"{overhead['in_server_p50']:.2f}, client and transport "
+              f"{overhead['client_and_transport_p50']:.2f}), p95 {overhead['p95']:.2f} ms")
+    for name, rps in results["concurrent_rps"].items():
+        print(f"throughput, {name}: {rps:.1f} req/s")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
