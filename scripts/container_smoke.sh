@@ -128,6 +128,8 @@ check_healthcheck() {
 }
 
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then use_docker; else use_podman; fi
+# Containers that a killed earlier run left behind would hold the ports.
+"${ENGINE[@]}" ps -aq --filter name=odecast-smoke- | xargs -r "${ENGINE[@]}" rm -f >/dev/null 2>&1
 [ -f models/spirals/config.json ] && [ -f models/mnist-odenet/config.json ] \
     || fail "models/spirals and models/mnist-odenet must be bundled before the image can serve"
 
