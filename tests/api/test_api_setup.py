@@ -50,15 +50,24 @@ def test_settings_refuse_a_missing_models_dir_and_bad_values(tmp_path):
     assert BUNDLED_MODELS_DIR.name == "models" and (BUNDLED_MODELS_DIR.parent / "service").is_dir()
 
 
-@pytest.mark.parametrize(("text", "cpus"), [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1),
+@pytest.mark.parametrize(("text", "cpus"), [("200000 100000", 2), ("150000 100000", 1), ("50000 100000", 1),
                                             ("max 100000", None), ("garbage", None)])
-def test_cgroup_quota(tmp_path, text, cpus):
+def test_cgroup_v2_quota_rounds_down(tmp_path, text, cpus):
     (tmp_path / "cpu.max").write_text(text + "\n")
-    assert cgroup_cpu_limit(tmp_path / "cpu.max") == cpus
+    assert cgroup_cpu_limit(tmp_path / "cpu.max", tmp_path / "no-v1") == cpus
+
+
+@pytest.mark.parametrize(("quota", "cpus"), [("300000", 3), ("250000", 2), ("-1", None)])
+def test_cgroup_v1_quota(tmp_path, quota, cpus):
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(tmp_path / "no-v2", v1) == cpus
 
 
 def test_cpu_count_and_torch_threads(tmp_path):
-    assert cgroup_cpu_limit(tmp_path / "absent") is None
+    assert cgroup_cpu_limit(tmp_path / "absent", tmp_path / "absent-v1") is None
     (tmp_path / "cpu.max").write_text("100000 100000")
     assert available_cpus(tmp_path / "cpu.max") == 1
     before = torch.get_num_threads()
