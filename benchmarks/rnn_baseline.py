@@ -8,15 +8,17 @@ compound: the weakness Table 2 shows.
 Training minimises the mean squared error (a Gaussian likelihood with fixed std) of its
 predictions of the observed points. With ``min_context_fraction`` = 1 every prediction is one
 step ahead from the true previous points (teacher forcing, as Chen et al.'s baseline). Below 1
-it is trained the way it is used, like the latent-ODE trainer's forecast training: it reads a
-random first part of each series (the same rule, :func:`training.latent_ode.random_count`) and
-predicts the rest free-running.
+it is trained the way it is used: it reads a random first part of each series and predicts the
+rest free-running.
 
 :func:`train_gru` takes the latent-ODE trainer's own config, so it gets the same budget and
 rules: the same normalisation (fitted on the training series), epochs, minibatch size, Adam
-with the same per-step learning rate decay and gradient clipping, the same context rule; the
-epoch kept is the one with the lowest extrapolation MSE on the same validation holdouts
-(:func:`training.latent_ode.holdouts_of`; it cannot interpolate, so only their tails count).
+with the same per-step learning rate decay and gradient clipping, and the same augmentations
+with the trainer's own functions (random window, random thinning, random context:
+:func:`training.latent_ode.window`, :func:`~training.latent_ode.subsample`,
+:func:`~training.latent_ode.random_count`). The epoch kept is the one with the lowest
+extrapolation MSE on the same validation holdouts (:func:`training.latent_ode.holdouts_of`; it
+cannot interpolate, so only their tails count).
 
 It is a benchmark baseline, not a served model, so it lives here and not in service/. Missing
 channels enter as 0 with mask 0 and are left out of the loss.
@@ -34,7 +36,7 @@ from torch import nn
 
 from service.model.series import Normalization, Series
 from training.holdout import Holdout
-from training.latent_ode import TrainConfig, holdouts_of, random_count
+from training.latent_ode import TrainConfig, holdouts_of, random_count, subsample, window
 
 
 class GRUBaseline(nn.Module):
@@ -169,6 +171,10 @@ def train_gru(config: TrainConfig, train_series: list[Series], val_series: list[
             for group in optimizer.param_groups:
                 group["lr"] = max(config.lr * config.lr_decay ** step, config.lr_min)
             chosen = [normalized[i] for i in order[first:first + config.batch_size]]
+            if config.min_window_fraction < 1:
+                chosen = [window(c, config.min_window_fraction, rng) for c in chosen]
+            if config.min_keep_fraction < 1:
+                chosen = [subsample(c, config.min_keep_fraction, rng) for c in chosen]
             context = [random_count(c.times.size, config.min_context_fraction, rng) for c in chosen]
             loss = forecast_loss(model, chosen, context)
             optimizer.zero_grad(set_to_none=True)
