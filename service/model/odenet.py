@@ -68,7 +68,21 @@ class ConvODEFunc(nn.Module):
         return self.norm3(out)
 
 
-class ODEBlock(nn.Module):
+class FieldBlock(nn.Module):
+    """A block that integrates the conv vector field ``odefunc``; ``nfe`` counts its evaluations."""
+
+    odefunc: CountingFunc
+
+    @property
+    def nfe(self) -> int:
+        return self.odefunc.nfe
+
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self.odefunc.nfe = value
+
+
+class ODEBlock(FieldBlock):
     """h(0) ↦ h(1) by an adaptive solver; see the module docstring for the gradient modes."""
 
     def __init__(self, channels: int, solver: SolverConfig, gradient: str = "direct", segments: int = 1):
@@ -81,14 +95,6 @@ class ODEBlock(nn.Module):
         self.solver = solver
         self.gradient = gradient
         self.segments = segments
-
-    @property
-    def nfe(self) -> int:
-        return self.odefunc.nfe
-
-    @nfe.setter
-    def nfe(self, value: int) -> None:
-        self.odefunc.nfe = value
 
     def _solve_segment(self, h: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
         config = self.solver if self.gradient != "adjoint" else _with_adjoint(self.solver)
@@ -109,7 +115,7 @@ def _with_adjoint(solver: SolverConfig) -> SolverConfig:
     return SolverConfig.from_dict({**solver.to_dict(), "adjoint": True})
 
 
-class RKBlock(nn.Module):
+class RKBlock(FieldBlock):
     """RK-Net: the ODE-Net's field integrated over [0, 1] by ``steps`` fixed RK steps."""
 
     def __init__(self, channels: int, method: str = "rk4", steps: int = 4):
@@ -119,14 +125,6 @@ class RKBlock(nn.Module):
         self.odefunc = CountingFunc(ConvODEFunc(channels))
         self.solver = SolverConfig(method=method)  # no step_size: one step between grid points
         self.steps = steps
-
-    @property
-    def nfe(self) -> int:
-        return self.odefunc.nfe
-
-    @nfe.setter
-    def nfe(self, value: int) -> None:
-        self.odefunc.nfe = value
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         # An explicit grid, not step_size=1/steps: torchdiffeq rounds 1/(1/3) up to an extra step.
