@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     config = tiny_config(epochs=1, method="dopri5", rtol=1e-7, atol=1e-8, encoder="odernn")
     forecaster, metrics = train(config, sine_series(12, 12, seed=0), sine_series(4, 12, seed=1),
                                 channels=["a", "b"], time_unit="hours", out=out)
-    return out / "model", forecaster
+    return out, forecaster
 
 
 def query(series, at):
@@ -33,7 +33,7 @@ def test_checkpoint_round_trip(trained):
     directory, in_memory = trained
     loaded = Forecaster.load(directory)
     assert (directory / PLOT_FILE).stat().st_size > 0
-    assert loaded.name == "model" and Forecaster.load(directory, name="spirals").name == "spirals"
+    assert loaded.name == directory.name and Forecaster.load(directory, name="spirals").name == "spirals"
     assert loaded.channels == ["a", "b"] and loaded.time_unit == "hours"
     assert len(loaded.version) == 12 and loaded.max_horizon > 0
     assert set(loaded.metrics) >= {"val_interp_mse", "val_extrap_mse", "epoch"}

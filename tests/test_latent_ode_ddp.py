@@ -12,7 +12,7 @@ from latent_fixtures import sine_series
 
 from service.model.checkpoint import load_checkpoint
 from service.model.forecaster import Forecaster
-from training.latent_ode import PLOT_FILE
+from training.latent_ode import PLOT_FILE, state_path
 from training.train_state import KIND as STATE_KIND
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,10 +41,10 @@ def test_torchrun_two_cpu_processes(tmp_path):
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("epoch 2:") == 1          # only rank 0 reports
-    forecaster = Forecaster.load(out / "model")
+    forecaster = Forecaster.load(out)
     assert forecaster.channels == ["a", "b"] and forecaster.time_unit is None
     assert forecaster.config["data"]["source"] == "csv:tiny.csv"
     assert forecaster.metrics["epoch"] in (1, 2)
-    assert (out / "model" / PLOT_FILE).is_file()
-    saved, _ = load_checkpoint(out / "state", kind=STATE_KIND)
+    assert (out / PLOT_FILE).is_file()
+    saved, _ = load_checkpoint(state_path(out), kind=STATE_KIND)
     assert saved["epoch"] == 2

@@ -10,7 +10,7 @@ from service.model.checkpoint import CheckpointError, load_checkpoint
 from service.model.latent_ode import LatentODE
 from service.model.series import Series
 from training.holdout import holdout_split
-from training.latent_ode import prefix, subsample, train, window
+from training.latent_ode import prefix, state_path, subsample, train, window
 from training.train_state import KIND as STATE_KIND
 
 torch.set_num_threads(1)
@@ -42,7 +42,7 @@ def test_short_training_lowers_the_loss():
 
 
 def last_weights(out):
-    _, tensors = load_checkpoint(out / "state", kind=STATE_KIND)
+    _, tensors = load_checkpoint(state_path(out), kind=STATE_KIND)
     return {k: v for k, v in tensors.items() if k.startswith("model.")}
 
 

@@ -20,8 +20,9 @@ forecasts well from sparse ones (spirals trained on 100 points, forecast from 30
 instead of 1.97). Then the validation series
 are split by :mod:`training.holdout` and the current model predicts the held-out points
 (interpolation MSE) and the tail (extrapolation MSE), both in normalised units. The epoch with
-the lowest ``val_mse`` (the mean of the two) is kept in ``OUT/model``; the last training state,
-for ``--resume``, in ``OUT/state``. At the end the kept model is also measured on the test
+the lowest ``val_mse`` (the mean of the two) is kept in ``OUT`` (a checkpoint directory the server
+can load); the last training state, for ``--resume``, in ``OUT.train_state`` beside it, as the
+MNIST trainer does. At the end the kept model is also measured on the test
 split and, where the source provides a clean future (spirals), by its RMSE there; those metrics
 go into the checkpoint's config, and a Figure-6 style plot next to it.
 """
@@ -127,6 +128,11 @@ class Dataset:
     channels: list[str]
     time_unit: str | None
     source: str
+
+
+def state_path(out: Path) -> Path:
+    """Where ``--resume`` state lives: beside the checkpoint, so ``out`` itself is servable."""
+    return out.with_name(out.name + ".train_state")
 
 
 def load_dataset(config: TrainConfig) -> Dataset:
@@ -316,8 +322,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     if resume:
         if out is None:
             raise ValueError("resume needs the output directory of the earlier run")
-        start_epoch, step, best = load_train_state(out / "state", model, optimizer, config)
-        best_state = load_checkpoint(out / "model", KIND)[1]
+        start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config)
+        best_state = load_checkpoint(out, KIND)[1]
     ddp_model = distributed.wrap(model, ctx)
 
     for epoch in range(start_epoch, config.epochs):
@@ -335,8 +341,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                        f"({time.perf_counter() - started:.0f} s){'  *best' if improved else ''}")
             if out is not None:
                 if improved:
-                    save_checkpoint(out / "model", KIND, best_state, {**checkpoint_config, "metrics": best})
-                save_train_state(out / "state", model, optimizer, config, epoch + 1, step, best)
+                    save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
+                save_train_state(state_path(out), model, optimizer, config, epoch + 1, step, best)
         distributed.barrier(ctx)
     if best is None:
         raise ValueError(f"nothing to return: epochs ({config.epochs}) leaves no epoch to train")
@@ -350,9 +356,9 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}
     forecaster.metrics = best
     if out is not None and ctx.is_main:
-        save_checkpoint(out / "model", KIND, best_state, {**checkpoint_config, "metrics": best})
-        forecaster = Forecaster.load(out / "model")
-        plot_forecasts(forecaster, holdouts[:config.plot_series], out / "model" / PLOT_FILE, seed=config.seed)
+        save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
+        forecaster = Forecaster.load(out)
+        plot_forecasts(forecaster, holdouts[:config.plot_series], out / PLOT_FILE, seed=config.seed)
     distributed.barrier(ctx)
     return forecaster, best
 
@@ -368,7 +374,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kind = {"int": int, "float": float, "str": str}[f.type]
             parser.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
     parser.add_argument("--out", default="runs/latent-ode", help="run directory (model/ and state/)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/state")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.train_state")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per process (default: torch's choice). Use 1 on a busy machine: "
@@ -389,6 +395,6 @@ def run(args: argparse.Namespace) -> None:
                            resume=args.resume, source=dataset.source)
         if ctx.is_main:
             print(f"best: epoch {metrics['epoch']}, {describe(metrics)}; "
-                  f"checkpoint in {Path(args.out) / 'model'}")
+                  f"checkpoint in {Path(args.out)}")
     finally:
         distributed.teardown(ctx)
