@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from service.model.batching import collate
-from service.model.checkpoint import load_checkpoint, save_checkpoint
+from service.model.checkpoint import TRAIN_STATE_SUFFIX, load_checkpoint, save_checkpoint
 from service.model.forecaster import KIND, Forecaster
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
@@ -132,7 +132,7 @@ class Dataset:
 
 def state_path(out: Path) -> Path:
     """Where ``--resume`` state lives: beside the checkpoint, so ``out`` itself is servable."""
-    return out.with_name(out.name + ".train_state")
+    return out.with_name(out.name + TRAIN_STATE_SUFFIX)
 
 
 def load_dataset(config: TrainConfig) -> Dataset:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from service.model.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from service.model.checkpoint import TRAIN_STATE_SUFFIX, load_checkpoint, load_state_strict, save_checkpoint
 from service.model.classifier import KIND
 from service.model.mnist_nets import ARCHITECTURES, build_classifier, complete_architecture, parameter_count
 from service.model.odenet import GRADIENT_MODES
@@ -120,7 +120,7 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
 
 def state_dir(config: TrainConfig) -> Path:
     out = Path(config.out)
-    return out.with_name(out.name + ".train_state")
+    return out.with_name(out.name + TRAIN_STATE_SUFFIX)
 
 
 def save_train_state(config: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

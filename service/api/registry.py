@@ -4,6 +4,8 @@ Each subdirectory holding a ``config.json`` is a checkpoint, named after the dir
 loaded by the class its ``kind`` names. A checkpoint that cannot be loaded (hash mismatch,
 malformed config, a kind this server does not know, or a bug in loading it) is kept as an
 entry with its error, so ``GET /models`` shows why it is missing, and the others are served.
+The trainers' resume state (``<checkpoint>.train_state``, beside each checkpoint) is not a
+model and is skipped, so a trainer's output directory can be served as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from service.model import classifier, forecaster
-from service.model.checkpoint import CONFIG_FILE, CheckpointError, read_config
+from service.model.checkpoint import CONFIG_FILE, TRAIN_STATE_SUFFIX, CheckpointError, read_config
 
 log = logging.getLogger("odecast.registry")
 
@@ -76,9 +78,11 @@ class ModelRegistry:
 
     @classmethod
     def load(cls, models_dir: Path) -> ModelRegistry:
-        """Load every checkpoint directory under ``models_dir`` (hidden directories skipped)."""
+        """Load every checkpoint directory under ``models_dir`` (hidden and training-state
+        directories skipped)."""
         directories = sorted(path for path in Path(models_dir).iterdir()
                              if path.is_dir() and not path.name.startswith(".")
+                             and not path.name.endswith(TRAIN_STATE_SUFFIX)
                              and (path / CONFIG_FILE).is_file())
         return cls([load_entry(directory) for directory in directories])
 

@@ -33,6 +33,8 @@ FORMAT = "odecast-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# The trainers keep their resume state in "<checkpoint>.train_state" beside the checkpoint.
+TRAIN_STATE_SUFFIX = ".train_state"
 
 
 class CheckpointError(ValueError):

@@ -17,6 +17,7 @@ from service.cli import main
 def test_registry_serves_the_good_and_lists_the_broken(models_dir):
     shutil.copytree(models_dir / "tiny", models_dir / ".tiny.old")  # a save's leftover: hidden, skipped
     (models_dir / "notes").mkdir()                                  # no config.json: not a checkpoint
+    shutil.copytree(models_dir / "tiny", models_dir / "tiny.train_state")  # a trainer's resume state
     (models_dir / "README").write_text("not a directory")
     registry = ModelRegistry.load(models_dir)
     assert sorted(registry.names()) == ["digits", "digits-ode", "foreign", "garbled", "hourly", "stiff",
