@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.data.spirals import generate_spirals, spiral_curves
+from training.data.spirals import generate_spirals, spiral_curves, split_spirals
 
 
 @pytest.mark.parametrize("num_observed", [30, 50, 100])
@@ -82,3 +82,26 @@ def test_half_clockwise_half_counter_clockwise():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         generate_spirals(**kwargs)
+
+
+def test_observed_future_is_drawn_like_the_window_and_lies_on_the_curve():
+    for s in generate_spirals(30, 50, noise_std=0.0, seed=4):
+        future = s.extra["future_observed"]
+        assert future.times.shape == (50,) and future.times[0] > s.times[-1]
+        assert future.times[-1] <= s.extra["future_times"][-1] + 1e-9
+        index = np.searchsorted(s.extra["clean_times"], future.times - 1e-9)
+        np.testing.assert_array_equal(s.extra["clean_values"][index], future.values)
+
+
+def test_split_gives_histories_through_the_future_for_training_and_windows_for_test():
+    spirals = generate_spirals(50, 30, seed=6)
+    train, val, test = split_spirals(spirals, 0.2, 0.2, seed=0)
+    by_id = {s.id: s for s in spirals}
+    for s in [*train, *val]:
+        window, future = by_id[s.id], by_id[s.id].extra["future_observed"]
+        np.testing.assert_array_equal(s.times, np.concatenate([window.times, future.times]))
+        np.testing.assert_array_equal(s.values, np.concatenate([window.values, future.values]))
+        assert "future_values" not in s.extra        # what was its future is now observed
+    for s in test:
+        assert s is by_id[s.id] and "future_values" in s.extra
+    assert len(train) == 30 and len(val) == 10 and len(test) == 10

@@ -3,8 +3,9 @@
 import json
 
 import numpy as np
+import pytest
 
-from benchmarks.spirals_table2 import PAPER, main
+from benchmarks.spirals_table2 import PAPER, BenchmarkConfig, main, with_settings
 
 
 def test_quick_run_writes_results(tmp_path, capsys):
@@ -19,3 +20,20 @@ def test_quick_run_writes_results(tmp_path, capsys):
             assert np.isfinite(result[model]["rmse"]) and result[model]["rmse"] > 0
     printed = capsys.readouterr().out
     assert f"{PAPER['latent_ode'][30]:.4f}" in printed and "| Latent ODE (ours) |" in printed
+
+
+def test_parallel_run_gives_the_serial_results(tmp_path):
+    serial = main(["--quick", "--observed", "30", "--out", str(tmp_path / "serial.json")])["results"]
+    parallel = main(["--quick", "--observed", "30", "--jobs", "2", "--out", str(tmp_path / "parallel.json")])
+    for one, other in zip(serial, parallel["results"], strict=True):
+        for model in ("latent_ode", "rnn"):
+            assert one[model]["rmse"] == other[model]["rmse"]
+            assert one[model]["val_extrap_mse"] == other[model]["val_extrap_mse"]
+
+
+def test_set_changes_the_shared_trainer_config():
+    settings = ["latent_dim=8", "min_window_fraction=1.0", "adjoint=true"]
+    config = with_settings(BenchmarkConfig().trainer, settings)
+    assert (config.latent_dim, config.min_window_fraction, config.adjoint) == (8, 1.0, True)
+    with pytest.raises(SystemExit, match="no_such_field"):
+        with_settings(config, ["no_such_field=1"])

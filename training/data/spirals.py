@@ -24,6 +24,14 @@ marked *choice*:
   even a perfect forecaster would be about 0.3, above every latent-ODE number in Table 2
   (0.13-0.16), so those numbers only make sense against the clean curve (or at a much lower,
   unstated noise). RMSE against the clean curve measures the forecast, not the noise.
+- Every spiral is also observed, the same way (``num_observed`` of the ``horizon`` steps, same
+  noise), over the steps after its window: ``extra["future_observed"]``. *Choice, and why:* a
+  forecaster learns from histories that run on past the point where a forecast starts, so the
+  training and validation spirals are those observations through their future
+  (:func:`through_future`), while a test spiral shows only its window and is scored on its
+  clean future. Trained on windows alone, nothing shows grid steps 400-499 (no window reaches
+  past step 399), yet 39 % of test futures run there, and for clockwise spirals that stretch is
+  the sweep from radius 3 to 15: a model can only guess it.
 - Times count from the window's first grid step (``t = 0``; the first observation may come
   later), in the curve's own time units: one grid step is ``6*pi/499`` (about 0.0378), so a
   window spans about 3.74 and the future about 3.78 more.
@@ -36,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from service.model.series import Series
+from training.data.splits import split_by_series
 
 CHANNELS = ("x", "y")
 DIRECTIONS = ("cw", "ccw")
@@ -59,7 +68,8 @@ def generate_spirals(num_spirals: int, num_observed: int, noise_std: float = 0.3
     """``num_spirals`` noisy spirals, each observed at ``num_observed`` of its ``window`` steps.
 
     Each Series has channels ("x", "y") and in ``extra``: ``future_times`` (horizon,),
-    ``future_values`` (horizon, 2) the clean curve after the window; ``clean_times`` (ntotal,),
+    ``future_values`` (horizon, 2) the clean curve after the window; ``future_observed``, a
+    Series of noisy observations after the window, drawn as the window's; ``clean_times`` (ntotal,),
     ``clean_values`` (ntotal, 2) the whole clean curve on the same clock; ``direction``.
     """
     if num_spirals < 1:
@@ -85,14 +95,40 @@ def generate_spirals(num_spirals: int, num_observed: int, noise_std: float = 0.3
     future_steps = window + np.arange(horizon)
     future_values = clean[rows, start[:, None] + future_steps]
     clean_times = (np.arange(ntotal)[None, :] - start[:, None]) * step
+    # Drawn after everything above, so the windows and their observations do not depend on it.
+    future_count = min(num_observed, horizon)
+    future_observed = window + np.sort(
+        np.argsort(rng.random((num_spirals, horizon)), axis=1)[:, :future_count], axis=1)
+    future_observed_values = clean[rows, start[:, None] + future_observed]
+    future_observed_values += noise_std * rng.standard_normal(future_observed_values.shape)
 
     return [
         Series(observed[i] * step, values[i], id=f"spiral-{i}", extra={
             "future_times": future_steps * step,
             "future_values": future_values[i],
+            "future_observed": Series(future_observed[i] * step, future_observed_values[i]),
             "clean_times": clean_times[i],
             "clean_values": clean[i],
             "direction": DIRECTIONS[direction[i]],
         })
         for i in range(num_spirals)
     ]
+
+
+def through_future(spiral: Series) -> Series:
+    """The spiral observed through its window and the steps after it: a history to learn from.
+
+    Its ``extra`` keeps only the whole clean curve, since what was the future is now observed.
+    """
+    future = spiral.extra["future_observed"]
+    kept = {key: spiral.extra[key] for key in ("clean_times", "clean_values", "direction")}
+    return Series(np.concatenate([spiral.times, future.times]),
+                  np.concatenate([spiral.values, future.values]), spiral.id, kept)
+
+
+def split_spirals(spirals: list[Series], val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[list[Series], list[Series], list[Series]]:
+    """Split by spiral (:func:`~training.data.splits.split_by_series`); the training and validation
+    spirals are observed :func:`through_future`, the test spirals over their window only."""
+    train, val, test = split_by_series(spirals, val_fraction, test_fraction, seed)
+    return [through_future(s) for s in train], [through_future(s) for s in val], test
