@@ -210,7 +210,7 @@ class Forecaster:
                 continue
             grid, indices = union_grid([np.zeros(1)] + [off[rows] * sign
                                                         for off, rows in zip(offsets, selected, strict=True)])
-            path = model.latent_path(z0, sign * grid.to(device))               # (T, S, B, L)
+            path = model.latent_path(z0, sign * grid.to(device), for_inference=True)  # (T, S, B, L)
             # Decode only each series' own requested times: the union grid of a batch is mostly
             # other series' times, and decoding all of it for every series dominated batch calls.
             for b, (rows, index) in enumerate(zip(selected, indices[1:], strict=True)):
