@@ -98,7 +98,7 @@ def _next_step(dt: float, error_ratio: float) -> float:
     return dt * min(_MAX_GROWTH, max(_SAFETY / error_ratio ** (1 / _ORDER), shrink))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, atol: float,
               max_num_steps: int) -> torch.Tensor:
     """The states at every ``t`` (strictly monotonic, starting where ``y0`` is): (len(t), *y0.shape).

@@ -72,6 +72,7 @@ class Prediction:
     nfe: int
 
 
+@torch.inference_mode()
 def mixture_quantiles(means: np.ndarray, std: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """Quantiles ``levels`` of the equal-weight mixture of N(means[..., s, :], std^2) over samples s.
 
@@ -172,7 +173,7 @@ class Forecaster:
         queries = [self._checked(i, q) for i, q in enumerate(queries)]
         if not queries:
             return Prediction([], 0)
-        with self._lock, torch.no_grad():
+        with self._lock, torch.inference_mode():
             self.model.reset_nfe()
             decoded = self._sample_decoded_means(queries, num_samples, seed)
             nfe = self.model.nfe

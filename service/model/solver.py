@@ -120,7 +120,7 @@ def solve_for_inference(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, conf
     adjoint this does not offer.
     """
     if config.method != "dopri5":
-        with torch.no_grad():
+        with torch.inference_mode():
             return solve(func, y0, t, config)
     try:
         return dopri5_at(func, y0, t, config.rtol, config.atol, config.max_num_steps)
