@@ -152,17 +152,20 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
                 next_target += 1
                 steps_since_target = 0
         dt = _next_step(dt, error_ratio)
-    states = _evaluate(polynomials, step_ends, targets)
-    return torch.cat([y0[None], states.view(-1, *y0.shape)])
+    states = y.new_empty(len(targets) + 1, y.numel())
+    states[0] = y0.reshape(-1)
+    _evaluate(polynomials, step_ends, targets, out=states[1:])
+    return states.view(-1, *y0.shape)
 
 
-def _evaluate(polynomials: list[torch.Tensor], step_ends: list[float], targets: list[float]) -> torch.Tensor:
-    """Every target from the accepted step whose interval (start, end] holds it: (T, N).
+def _evaluate(polynomials: list[torch.Tensor], step_ends: list[float], targets: list[float],
+              out: torch.Tensor) -> None:
+    """Every target from the accepted step whose interval (start, end] holds it, into ``out`` (T, N).
 
     Targets are increasing, so each step's are a contiguous run, evaluated as one small matrix
-    product (their powers of x times the step's coefficients) straight into the output.
+    product (their powers of x times the step's coefficients) straight into the output (a
+    batch's output is large: union grid x samples x series x latent).
     """
-    out = polynomials[0].new_empty(len(targets), polynomials[0].shape[-1])
     powers = torch.arange(5, dtype=torch.float64)
     ends = torch.tensor(step_ends, dtype=torch.float64)
     times = torch.tensor(targets, dtype=torch.float64)
@@ -171,7 +174,6 @@ def _evaluate(polynomials: list[torch.Tensor], step_ends: list[float], targets: 
     for polynomial, end, stop in zip(polynomials, step_ends, last, strict=True):
         if stop > first:
             x = (times[first:stop] - start) / (end - start)
-            out[first:stop] = (x[:, None] ** powers).to(polynomial) @ polynomial
+            torch.matmul((x[:, None] ** powers).to(polynomial), polynomial, out=out[first:stop])
             first = stop
         start = end
-    return out
