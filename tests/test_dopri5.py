@@ -76,6 +76,20 @@ def test_step_cap_raises_the_solver_error():
         solve_for_inference(Stiff(), torch.ones(1), torch.tensor([0.0, 10.0]), config)
 
 
+def test_a_non_finite_field_ends_in_the_solver_error_where_torchdiffeq_gives_up():
+    class Broken(nn.Module):
+        def forward(self, t, y):
+            return torch.where(t > 0.5, torch.full_like(y, float("nan")), -y)
+
+    field, t = CountingFunc(Broken()), torch.tensor([0.0, 2.0])
+    with pytest.raises(AssertionError, match="underflow in dt"):
+        odeint(field, torch.ones(3), t, rtol=1e-3, atol=1e-4)
+    torchdiffeq_nfe, field.nfe = field.nfe, 0
+    with pytest.raises(SolverStepLimitError, match="not finite"):
+        solve_for_inference(field, torch.ones(3), t, SolverConfig())
+    assert field.nfe == torchdiffeq_nfe
+
+
 @pytest.mark.parametrize("cap", [3, 40])
 def test_step_cap_counts_steps_between_requested_times_as_torchdiffeq_does(cap):
     """A dense request succeeds with a cap that a single far request exceeds (cap 3), in both."""
