@@ -42,14 +42,34 @@ def test_collate_refuses_mismatched_channels_and_inseparable_times():
         collate([Series([0.0, 1.0, 1.0 + 1e-12], [[1.0], [2.0], [3.0]], "close")])
 
 
-@pytest.mark.parametrize("encoder", ["rnn", "odernn"])
-def test_encoder_reads_observations_last_to_first(encoder):
-    model = model_for(encoder, channels=1)
+def test_odernn_encoder_reads_observations_last_to_first():
+    model = model_for("odernn", channels=1)
     seen = []
     model.encoder.cell.register_forward_hook(lambda module, args, output: seen.append(args[0][:, 0].tolist()))
     values = [[1.0], [2.0], [3.0], [4.0]]
     model.posterior(collate([Series([0.0, 0.3, 1.1, 2.0], values, "s")]))
     assert [row[0] for row in seen] == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_rnn_encoder_is_its_gru_cell_stepped_last_to_first():
+    """The fused GRU equals the cell fed (masked value, mask, gap to the later observation)."""
+    model = model_for("rnn")
+    times = [0.0, 0.3, 1.1, 2.0]
+    values = [[1.0, np.nan], [2.0, -1.0], [np.nan, 0.5], [4.0, 3.0]]
+    other = Series([0.2, 0.9, 1.7], [[0.3, 0.3]] * 3, "other")   # its grid times must be skipped
+    with torch.no_grad():
+        mean, std = model.posterior(collate([other, Series(times, values, "s")]))
+        h = torch.zeros(1, model.config.encoder_hidden)
+        later = None
+        for t, row in reversed(list(zip(times, values, strict=True))):
+            observed = [not math.isnan(v) for v in row]
+            x = [0.0 if math.isnan(v) else v for v in row] + [float(o) for o in observed]
+            x.append(0.0 if later is None else later - t)
+            h = model.encoder.cell(torch.tensor([x]), h)
+            later = t
+        expected_mean, expected_std = model.encoder.posterior(h)
+    torch.testing.assert_close(mean[1:], expected_mean, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(std[1:], expected_std, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("encoder", ["rnn", "odernn"])

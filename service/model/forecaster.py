@@ -9,7 +9,7 @@ distribution at a requested time is the mixture over samples of N(decoder mean, 
 - ``std`` **includes the observation noise**: sqrt(variance of the decoded means over samples +
   obs_std^2), so that intervals are calibrated for new observations, not only for the
   noiseless latent trajectory;
-- ``quantiles`` are the mixture's exact quantiles (found by bisection on its CDF), not
+- ``quantiles`` are the mixture's exact quantiles (safeguarded Newton steps on its CDF), not
   empirical quantiles of a few draws, so they are smooth in the requested time.
 
 All series of a call are solved together on the sorted union of their requested times (as in
@@ -26,6 +26,7 @@ series' span, beyond which a learned vector field has never been exercised.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import ndtr, ndtri
 
 from service.model.batching import collate, union_grid
 from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
@@ -72,32 +72,54 @@ class Prediction:
     nfe: int
 
 
-def mixture_quantile(means: np.ndarray, std: np.ndarray, q: float) -> np.ndarray:
-    """Quantile ``q`` of the equal-weight mixture of N(means[..., s, :], std^2) over samples s.
+@torch.inference_mode()
+def mixture_quantiles(means: np.ndarray, std: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Quantiles ``levels`` of the equal-weight mixture of N(means[..., s, :], std^2) over samples s.
 
-    ``means`` is (m, S, C), ``std`` (C,); returns (m, C). Newton's method on the mixture CDF,
-    started at the moment-matched normal's quantile, inside a bracket that always holds the
-    root: a step that would leave the bracket is replaced by bisection, so the worst case is
-    bisection and the usual (near-unimodal) case takes a handful of steps, each costing one
-    pass over the samples like a bisection step.
+    ``means`` is (m, S, C), ``std`` (C,); returns (len(levels), m, C). Newton's method on the
+    mixture CDF, started at the moment-matched normal's quantile, inside a bracket that always
+    holds the root: a step that would leave the bracket is replaced by bisection, so the worst
+    case is bisection and the usual (near-unimodal) case takes a handful of steps, each costing
+    one pass over the samples like a bisection step.
+
+    All levels, times and channels are solved together as one flat list of roots, each pass
+    only over those not yet converged (a converged root is left as it is, so a level's answer
+    does not depend on which other levels are asked for). It runs in torch, float64: its
+    vectorised normal CDF and exp are 2-2.5x faster than scipy's and numpy's here.
     """
-    low = means.min(axis=1) - 10 * std
-    high = means.max(axis=1) + 10 * std
-    moment_std = np.sqrt(means.var(axis=1) + std ** 2)
-    x = np.clip(means.mean(axis=1) + moment_std * ndtri(q), low, high)
+    num_times, num_samples, channels = means.shape
+    rows = torch.from_numpy(means).permute(0, 2, 1).reshape(num_times * channels, num_samples)
+    q = torch.tensor(levels, dtype=torch.float64).repeat_interleave(rows.shape[0])
+    samples = rows.repeat(len(levels), 1)                           # one row of samples per root
+    scale = torch.from_numpy(std).repeat(num_times * len(levels))
+    low = samples.amin(dim=1) - 10 * scale
+    high = samples.amax(dim=1) + 10 * scale
+    mean = samples.mean(dim=1)
+    moment_std = ((samples - mean[:, None]).pow(2).mean(dim=1) + scale ** 2).sqrt()
+    x = torch.minimum(torch.maximum(mean + moment_std * torch.special.ndtri(q), low), high)
+    roots = x.clone()
+    index = torch.arange(x.numel())                                 # where the active roots go
+    scaled = samples / scale[:, None]
     for _ in range(QUANTILE_MAX_STEPS):
-        z = (x[:, None, :] - means) / std
-        excess = ndtr(z).mean(axis=1) - q
-        density = np.exp(-0.5 * z * z).mean(axis=1) / (std * np.sqrt(2 * np.pi))
-        low = np.where(excess < 0, x, low)
-        high = np.where(excess < 0, high, x)
-        newton = x - excess / np.maximum(density, np.finfo(float).tiny)
-        step_to = np.where((newton > low) & (newton < high), newton, 0.5 * (low + high))
-        converged = (np.abs(excess) <= QUANTILE_TOLERANCE) | (np.abs(step_to - x) <= QUANTILE_TOLERANCE * std)
-        if converged.all():
+        if not index.numel():
             break
-        x = np.where(converged, x, step_to)
-    return x
+        z = (x / scale)[:, None] - scaled
+        excess = torch.special.ndtr(z).mean(dim=1) - q
+        density = z.square_().mul_(-0.5).exp_().mean(dim=1) / (scale * math.sqrt(2 * math.pi))
+        below = excess < 0
+        low = torch.where(below, x, low)
+        high = torch.where(below, high, x)
+        newton = x - excess / density.clamp_min(np.finfo(float).tiny)
+        step_to = torch.where((newton > low) & (newton < high), newton, 0.5 * (low + high))
+        converged = (excess.abs() <= QUANTILE_TOLERANCE) | ((step_to - x).abs() <= QUANTILE_TOLERANCE * scale)
+        if converged.any():
+            roots[index[converged]] = x[converged]
+            going = ~converged
+            step_to, low, high, q = step_to[going], low[going], high[going], q[going]
+            scaled, scale, index = scaled[going], scale[going], index[going]
+        x = step_to
+    roots[index] = x  # any root still unconverged after QUANTILE_MAX_STEPS: its last step
+    return roots.reshape(len(levels), num_times, channels).numpy()
 
 
 class Forecaster:
@@ -151,7 +173,7 @@ class Forecaster:
         queries = [self._checked(i, q) for i, q in enumerate(queries)]
         if not queries:
             return Prediction([], 0)
-        with self._lock, torch.no_grad():
+        with self._lock, torch.inference_mode():
             self.model.reset_nfe()
             decoded = self._sample_decoded_means(queries, num_samples, seed)
             nfe = self.model.nfe
@@ -210,7 +232,7 @@ class Forecaster:
                 continue
             grid, indices = union_grid([np.zeros(1)] + [off[rows] * sign
                                                         for off, rows in zip(offsets, selected, strict=True)])
-            path = model.latent_path(z0, sign * grid.to(device))               # (T, S, B, L)
+            path = model.latent_path(z0, sign * grid.to(device), for_inference=True)  # (T, S, B, L)
             # Decode only each series' own requested times: the union grid of a batch is mostly
             # other series' times, and decoding all of it for every series dominated batch calls.
             for b, (rows, index) in enumerate(zip(selected, indices[1:], strict=True)):
@@ -228,6 +250,7 @@ class Forecaster:
         return SeriesForecast(
             mean=norm.unvalues(mixture_mean),
             std=norm.unscale(mixture_std),
-            quantiles={q: norm.unvalues(mixture_quantile(means, obs_std, q)) for q in quantiles},
+            quantiles={q: norm.unvalues(level) for q, level in
+                       zip(quantiles, mixture_quantiles(means, obs_std, quantiles), strict=True)},
             kind=kind,
         )

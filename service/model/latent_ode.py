@@ -33,7 +33,7 @@ from torch import nn
 
 from service.model.batching import Batch
 from service.model.encoder import ENCODER_KINDS, ODERNNEncoder, RNNEncoder
-from service.model.solver import CountingFunc, SolverConfig, solve
+from service.model.solver import CountingFunc, SolverConfig, solve, solve_for_inference
 
 ACTIVATIONS = {"elu": nn.ELU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
@@ -162,11 +162,15 @@ class LatentODE(nn.Module):
         """Mean and standard deviation of q(z0 | x), each (B, latent_dim)."""
         return self.encoder(batch)
 
-    def latent_path(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """z at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape)."""
+    def latent_path(self, z0: torch.Tensor, times: torch.Tensor, for_inference: bool = False) -> torch.Tensor:
+        """z at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape).
+
+        ``for_inference``: no gradients, through the faster :func:`solve_for_inference`.
+        """
         if times.numel() == 1:
             return z0[None]
-        return solve(self.dynamics, z0, times, self.config.solver)
+        integrate = solve_for_inference if for_inference else solve
+        return integrate(self.dynamics, z0, times, self.config.solver)
 
     def decode(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Decoder means at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape[:-1], C)."""

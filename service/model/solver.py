@@ -1,9 +1,10 @@
 """ODE solving with settings from a config, a step cap, and a count of function evaluations.
 
 Every ODE in odecast (the latent dynamics, the ODE-RNN encoder, the ODE-Net block) is solved
-through :func:`solve`, so that solver choice, tolerances and the step cap are configured in one
-place and recorded in checkpoints, and so that a learned field that turns stiff raises
-:class:`SolverStepLimitError` (a clean, reportable error) instead of running for ever.
+through :func:`solve` (or, for serving without gradients, :func:`solve_for_inference`), so
+that solver choice, tolerances and the step cap are configured in one place and recorded in
+checkpoints, and so that a learned field that turns stiff raises :class:`SolverStepLimitError`
+(a clean, reportable error) instead of running for ever.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
+
+from service.model.dopri5 import StepLimitExceeded, dopri5_at
 
 ADAPTIVE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 FIXED_METHODS = {"euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams"}
@@ -103,8 +106,30 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConf
     except AssertionError as exc:
         message = str(exc)
         if "max_num_steps" in message or "underflow in dt" in message:
-            raise SolverStepLimitError(
-                f"the ODE solver gave up ({message}); the dynamics are too stiff for "
-                f"method={config.method}, rtol={config.rtol}, atol={config.atol}, "
-                f"max_num_steps={config.max_num_steps}") from exc
+            raise _step_limit_error(message, config) from exc
         raise
+
+
+def solve_for_inference(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConfig
+                        ) -> torch.Tensor:
+    """:func:`solve` without gradients, for serving: same contract, answers within the tolerance.
+
+    dopri5 goes through :func:`service.model.dopri5.dopri5_at`, torchdiffeq's algorithm without
+    its per-requested-time Python overhead (the forecaster asks for a hundred times or more);
+    other methods go through :func:`solve`. Training keeps :func:`solve`, whose gradients and
+    adjoint this does not offer.
+    """
+    if config.method != "dopri5":
+        with torch.inference_mode():
+            return solve(func, y0, t, config)
+    try:
+        return dopri5_at(func, y0, t, config.rtol, config.atol, config.max_num_steps)
+    except StepLimitExceeded as exc:
+        raise _step_limit_error(str(exc), config) from exc
+
+
+def _step_limit_error(message: str, config: SolverConfig) -> SolverStepLimitError:
+    return SolverStepLimitError(
+        f"the ODE solver gave up ({message}); the dynamics are too stiff for "
+        f"method={config.method}, rtol={config.rtol}, atol={config.atol}, "
+        f"max_num_steps={config.max_num_steps}")

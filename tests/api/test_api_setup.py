@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 import torch
@@ -82,3 +83,18 @@ def test_cpu_count_and_torch_threads(tmp_path):
 def test_cli_reports_bad_settings(tmp_path, capsys):
     assert main(["serve", "--models-dir", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop does not run on Windows")
+def test_serve_gets_uvicorns_fast_http_parser_and_event_loop():
+    """``odecast serve`` leaves uvicorn on http/loop "auto", which takes these when installed."""
+    from uvicorn.loops.auto import auto_loop_factory
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert AutoHTTPProtocol is HttpToolsProtocol
+    loop = auto_loop_factory()()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
