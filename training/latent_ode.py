@@ -16,16 +16,16 @@ al.'s extrapolation setting, with a random cut instead of a fixed half); with
 of a trajectory serves as a start and the autonomous dynamics learn to continue from states
 that a whole series only reaches at its end. Where the series already start at every phase and
 the forecasts asked for are long (the spirals: read 100 steps, forecast 100), whole series
-(``min_window_fraction`` = 1) train that horizon better: crops seldom leave it. A third, ``min_keep_fraction`` < 1, thins each
-series to a random share of its points, so that a model trained on dense series still
-forecasts well from sparse ones (spirals trained on 100 points, forecast from 30: RMSE 0.92
-instead of 1.97). Then the validation series
-are split by :mod:`training.holdout` and the current model predicts the held-out points
-(interpolation MSE) and the tail (extrapolation MSE), both in normalised units. The epoch with
-the lowest ``val_mse`` (the mean of the two) is kept in ``OUT`` (a checkpoint directory the server
-can load); the last training state, for ``--resume``, in ``OUT.train_state`` beside it, as the
-MNIST trainer does. At the end the kept model is also measured on the test
-split and, where the source provides a clean future (spirals), by its RMSE there; those metrics
+(``min_window_fraction`` = 1) train that horizon better: crops seldom leave it. A third,
+``min_keep_fraction`` < 1, thins each series to a random share of its points, so that a model
+trained on dense series still forecasts well from sparse ones (spirals trained on 100 points,
+forecast from 30: RMSE 0.92 instead of 1.97). Then the validation series are split by
+:mod:`training.holdout` and the current model predicts the held-out points (interpolation MSE)
+and the tail (extrapolation MSE), both in normalised units. The epoch with the lowest
+``val_mse`` (the mean of the two) is kept in ``OUT`` (a checkpoint directory the server can
+load); the last training state, for ``--resume``, in ``OUT.train_state`` beside it, as the
+MNIST trainer does. At the end the kept model is also measured on the test split and, where
+the source provides a clean future (spirals), by its RMSE there; those metrics
 go into the checkpoint's config, and a Figure-6 style plot next to it.
 """
 from __future__ import annotations

@@ -25,10 +25,10 @@ MNIST_DIR = Path(os.environ.get("ODECAST_MNIST_DIR",
 # Held-out spirals: drawn with a seed the trainer does not use, observed at 100 points as the
 # bundled model was trained. The bound is on the RMSE of the predictive mean against the clean
 # curve over the 100 steps after each window (Chen et al., Table 2 protocol; the paper's latent
-# ODE reaches 0.13-0.16 on a partly unstated protocol). The bundled model measured 0.70 on these
-# spirals and 0.82 on its test split; repeating the last observation scores 2.95.
+# ODE reaches 0.13-0.16 on a partly unstated protocol). The bundled model measured 0.167 on these
+# spirals and 0.189 on its test split; repeating the last observation scores 2.95.
 SPIRAL_SEED = 990_001
-SPIRAL_RMSE_BOUND = 1.0
+SPIRAL_RMSE_BOUND = 0.3
 MNIST_IMAGES = 500
 MNIST_ACCURACY_BOUND = 0.99
 
