@@ -126,7 +126,7 @@ def check_request(request: ForecastRequest, settings: Settings) -> None:
 
 def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
              metrics: Metrics) -> dict[str, Any]:
-    """Check, predict and shape the answer (plain dicts and lists, ready to serialise)."""
+    """Check, predict and shape the answer: dicts, lists and numpy arrays, for FastJSONResponse."""
     model: Forecaster = entry.model
     check_request(request, settings)
     queries = [build_query(series, model, settings, ("body", "series", i))
@@ -151,9 +151,9 @@ def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
         forecasts.append({
             "id": series.id,
             "at": series.at,
-            "mean": result.mean.tolist(),
-            "std": result.std.tolist(),
-            "quantiles": {str(level): result.quantiles[level].tolist() for level in request.quantiles},
+            "mean": result.mean,
+            "std": result.std,
+            "quantiles": {str(level): result.quantiles[level] for level in request.quantiles},
             "kind": result.kind,
         })
     return {"model": entry.name, "model_version": model.version, "forecasts": forecasts,
