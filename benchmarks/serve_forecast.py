@@ -9,6 +9,12 @@ server reports in its ``Server-Timing`` header: everything that is not the model
 loopback, body parsing, validation, response JSON, middleware, threadpool hop). Also measured:
 throughput with several concurrent clients.
 
+httpx is the headline client (what a user's Python code would use), but its HTTP handling is
+pure Python. In the same alternation the same request is also sent with the standard library's
+``http.client`` on its own keep-alive connection, a lean client, so that what the server stack
+costs and what the client library costs can be told apart. Both clients serialise the body
+the same way (``json.dumps``, compact) inside the timed call.
+
     python benchmarks/serve_forecast.py [--models-dir models] [--model spirals] [--requests 300]
 
 Prints a table and writes benchmarks/results/serve_forecast.json.
@@ -17,6 +23,7 @@ Prints a table and writes benchmarks/results/serve_forecast.json.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -63,10 +70,38 @@ def summary(seconds: list[float]) -> dict:
             "throughput_rps": float(len(ms) / (ms.sum() / 1000))}
 
 
-def server_timing(response: httpx.Response) -> dict[str, float]:
+def server_timing(header: str) -> dict[str, float]:
     """The server's own measures (ms): ``model`` call, and ``app`` from request to response start."""
-    return {name: float(ms) for name, ms in
-            (part.split(";dur=") for part in response.headers["Server-Timing"].split(", "))}
+    return {name: float(ms) for name, ms in (part.split(";dur=") for part in header.split(", "))}
+
+
+def compact_json(body: dict) -> bytes:
+    """The body as httpx writes it for ``json=``."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def post_with_httpx(client: httpx.Client, body: dict) -> str:
+    """POST /forecast with httpx; returns the Server-Timing header."""
+    return client.post("/forecast", json=body).raise_for_status().headers["Server-Timing"]
+
+
+def post_with_http_client(connection: http.client.HTTPConnection, body: dict) -> str:
+    """POST /forecast with the standard library's keep-alive connection; returns Server-Timing."""
+    connection.request("POST", "/forecast", body=compact_json(body),
+                       headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"POST /forecast answered {response.status}")
+    return response.getheader("Server-Timing")
+
+
+def overhead_summary(parts: list[tuple[float, float]]) -> dict[str, float]:
+    """Percentiles of (latency - model, app - model) pairs: all overhead, and the server's share."""
+    overhead, in_server = np.array(parts).T
+    return {"p50": float(np.percentile(overhead, 50)), "p95": float(np.percentile(overhead, 95)),
+            "in_server_p50": float(np.percentile(in_server, 50)),
+            "client_and_transport_p50": float(np.percentile(overhead - in_server, 50))}
 
 
 def time_calls(call, count: int, warmup: int) -> list[float]:
@@ -141,33 +176,41 @@ def main() -> None:
     server_log = args.out.with_suffix(".server.log")
     server_log.parent.mkdir(parents=True, exist_ok=True)
     process, url = start_server(args.models_dir, args.model, args.threads, server_log)
-    results: dict = {"direct": {}, "http": {}, "overhead_ms": {}}
+    results: dict = {"direct": {}, "http": {}, "overhead_ms": {}, "http_stdlib_client": {},
+                     "overhead_ms_stdlib_client": {}}
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
+            senders = {"http": lambda body: post_with_httpx(client, body),
+                       "http_stdlib_client": lambda body: post_with_http_client(connection, body)}
+            overhead_keys = {"http": "overhead_ms", "http_stdlib_client": "overhead_ms_stdlib_client"}
             for name, (series, count) in cases.items():
                 body = request_body(args.model, series, 64)
                 call_direct = direct(series)
-                direct_seconds, http_seconds, parts = [], [], []
+                direct_seconds = []
+                http_seconds: dict[str, list[float]] = {side: [] for side in senders}
+                parts: dict[str, list[tuple[float, float]]] = {side: [] for side in senders}
                 for _ in range(count + 3):  # the first 3 of each are warm-up
                     direct_seconds += time_calls(call_direct, 1, warmup=0)
-                    started = time.perf_counter()
-                    response = client.post("/forecast", json=body).raise_for_status()
-                    http_seconds.append(time.perf_counter() - started)
-                    timing = server_timing(response)
-                    parts.append((http_seconds[-1] * 1000 - timing["model"], timing["app"] - timing["model"]))
+                    for side, send in senders.items():
+                        started = time.perf_counter()
+                        timing = server_timing(send(body))
+                        http_seconds[side].append(time.perf_counter() - started)
+                        parts[side].append((http_seconds[side][-1] * 1000 - timing["model"],
+                                            timing["app"] - timing["model"]))
                 results["direct"][name] = summary(direct_seconds[3:])
-                results["http"][name] = summary(http_seconds[3:])
-                overhead, in_server = np.array(parts[3:]).T
-                results["overhead_ms"][name] = {
-                    "p50": float(np.percentile(overhead, 50)), "p95": float(np.percentile(overhead, 95)),
-                    "in_server_p50": float(np.percentile(in_server, 50)),
-                    "client_and_transport_p50": float(np.percentile(overhead - in_server, 50))}
+                for side in senders:
+                    results[side][name] = summary(http_seconds[side][3:])
+                    results[overhead_keys[side]][name] = overhead_summary(parts[side][3:])
                 print(f"{name}: direct p50 {results['direct'][name]['p50_ms']:.2f} ms, http p50 "
-                      f"{results['http'][name]['p50_ms']:.2f} ms", flush=True)
+                      f"{results['http'][name]['p50_ms']:.2f} ms (httpx), "
+                      f"{results['http_stdlib_client'][name]['p50_ms']:.2f} ms (http.client)", flush=True)
             typical_body = request_body(args.model, typical, 64)
             results["concurrent_rps"] = {f"typical, {args.clients} clients":
                                          concurrent_throughput(url, typical_body, args.clients, 10.0)}
     finally:
+        connection.close()
         process.terminate()
         process.wait(timeout=60)
 
@@ -180,14 +223,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'case':58s} {'p50':>8s} {'p95':>8s} {'p99':>8s} {'req/s':>8s}")
-    for side in ("direct", "http"):
+    for side in ("direct", "http", "http_stdlib_client"):
         for name, row in results[side].items():
             print(f"{side + ': ' + name:58s} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
                   f"{row['throughput_rps']:8.1f}")
-    for name, overhead in results["overhead_ms"].items():
-        print(f"HTTP overhead, {name}: p50 {overhead['p50']:.2f} ms (in the server "
-              f"{overhead['in_server_p50']:.2f}, client and transport "
-              f"{overhead['client_and_transport_p50']:.2f}), p95 {overhead['p95']:.2f} ms")
+    for key, client_name in (("overhead_ms", "httpx"), ("overhead_ms_stdlib_client", "http.client")):
+        for name, overhead in results[key].items():
+            print(f"HTTP overhead ({client_name}), {name}: p50 {overhead['p50']:.2f} ms (in the server "
+                  f"{overhead['in_server_p50']:.2f}, client and transport "
+                  f"{overhead['client_and_transport_p50']:.2f}), p95 {overhead['p95']:.2f} ms")
     for name, rps in results["concurrent_rps"].items():
         print(f"throughput, {name}: {rps:.1f} req/s")
     print(f"wrote {args.out}")
