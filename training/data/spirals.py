@@ -62,6 +62,11 @@ def spiral_curves(ntotal: int = 500, stop: float = 6 * np.pi, a: float = 0.0,
     return times, np.stack([clockwise, counter])
 
 
+def observed_steps(rng: np.random.Generator, num_spirals: int, length: int, count: int) -> np.ndarray:
+    """For each spiral, ``count`` of ``length`` steps drawn without replacement, sorted: (N, count)."""
+    return np.sort(np.argsort(rng.random((num_spirals, length)), axis=1)[:, :count], axis=1)
+
+
 def generate_spirals(num_spirals: int, num_observed: int, noise_std: float = 0.3, seed: int = 0, *,
                      window: int = 100, horizon: int = 100, ntotal: int = 500,
                      stop: float = 6 * np.pi, a: float = 0.0, b: float = 0.3) -> list[Series]:
@@ -86,7 +91,7 @@ def generate_spirals(num_spirals: int, num_observed: int, noise_std: float = 0.3
     rng = np.random.default_rng(seed)
     direction = rng.permutation(np.arange(num_spirals) % 2)
     start = rng.integers(0, ntotal - window - horizon + 1, size=num_spirals)
-    observed = np.sort(np.argsort(rng.random((num_spirals, window)), axis=1)[:, :num_observed], axis=1)
+    observed = observed_steps(rng, num_spirals, window, num_observed)
 
     clean = curves[direction]                                    # (N, ntotal, 2)
     rows = np.arange(num_spirals)[:, None]
@@ -97,8 +102,7 @@ def generate_spirals(num_spirals: int, num_observed: int, noise_std: float = 0.3
     clean_times = (np.arange(ntotal)[None, :] - start[:, None]) * step
     # Drawn after everything above, so the windows and their observations do not depend on it.
     future_count = min(num_observed, horizon)
-    future_observed = window + np.sort(
-        np.argsort(rng.random((num_spirals, horizon)), axis=1)[:, :future_count], axis=1)
+    future_observed = window + observed_steps(rng, num_spirals, horizon, future_count)
     future_observed_values = clean[rows, start[:, None] + future_observed]
     future_observed_values += noise_std * rng.standard_normal(future_observed_values.shape)
 
