@@ -143,12 +143,12 @@ def table(results: list[dict]) -> str:
     def row(label: str, cells: list[str]) -> None:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    def ours(key: str, field: str) -> list[str]:
-        return [f"{r[key][field]:.4f}" for r in results]
+    def ours(key: str) -> list[str]:
+        return [f"{r[key]['rmse']:.4f}" for r in results]
 
     for key, name in (("rnn", "RNN"), ("latent_ode", "Latent ODE")):
         row(f"{name} (paper)", [f"{PAPER[key][n]:.4f}" if n in PAPER[key] else "-" for n in columns])
-        row(f"{name} (ours)", ours(key, "rmse"))
+        row(f"{name} (ours)", ours(key))
     row("RNN / latent ODE (paper)", [f"{PAPER['rnn'][n] / PAPER['latent_ode'][n]:.2f}"
                                      if n in PAPER["rnn"] else "-" for n in columns])
     row("RNN / latent ODE (ours)", [f"{r['rnn']['rmse'] / r['latent_ode']['rmse']:.2f}" for r in results])
