@@ -107,49 +107,65 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
 
     Raises :class:`StepLimitExceeded` when ``max_num_steps`` steps do not reach the next
     requested time, the step size underflows, or the field's values are not finite.
+
+    A step of a small field costs about as much in tensor-operation overhead as in arithmetic,
+    so the loop keeps its operations few: each stage's input is one ``addmv`` over views of the
+    stage buffer made once, the time handed to ``func`` is one 0-d tensor updated in place, and
+    an accepted step only keeps a copy of its stages; the interpolating polynomials of all
+    steps are formed at the end in one batched product.
     """
     times = t.detach().double().cpu()
     if times.numel() == 1:
         return y0[None].clone()
     start, sign = times[0].item(), (1.0 if times[1] > times[0] else -1.0)
     targets = ((times[1:] - start) * sign).tolist()  # increasing, > 0, in the forward variable s
+    t_now = torch.zeros((), dtype=y0.dtype, device=y0.device)
 
     def field(s: float, y: torch.Tensor) -> torch.Tensor:
-        t_now = torch.tensor(start + sign * s, dtype=y0.dtype, device=y0.device)
-        return (func(t_now, y.view(y0.shape)) * sign).reshape(-1)
+        t_now.fill_(start + sign * s)
+        slope = func(t_now, y.view(y0.shape)).reshape(-1)
+        return slope if sign > 0 else -slope
 
     def weights(rows) -> torch.Tensor:
         return torch.tensor(rows, dtype=y0.dtype, device=y0.device)
 
     stage_weights = [weights(beta) for beta in _BETA]
-    interpolant_weights = weights(_INTERPOLANT)
     # The error estimate is a small difference of large stage terms: in float32 it is only good
     # to ~1e-3 relative, enough to shift every later step; in float64 the steps follow those of
     # a float64 solve and the answer agrees with it to float32 rounding.
     error_weights = torch.tensor(_ERROR, dtype=torch.float64, device=y0.device)
     y = y0.reshape(-1)
     k = y.new_zeros(7, y.numel())
+    stages_so_far = [k[:stage + 1].t() for stage in range(6)]        # (N, stage + 1) views of k
     k[0] = field(0.0, y)
     dt = _initial_step(field, y, k[0], rtol, atol)
+    root_size = math.sqrt(y.numel())
     s, end, next_target, steps_since_target = 0.0, targets[-1], 0, 0
     step_ends: list[float] = []
-    polynomials: list[torch.Tensor] = []                           # (5, N): y0, d, c, b, a
+    step_sizes: list[float] = []
+    step_starts: list[torch.Tensor] = []                            # y at each accepted step's start
+    step_stages: list[torch.Tensor] = []                            # its stages k, (7, N)
+    size_of_y = y.abs()
     while s < end:
         if steps_since_target >= max_num_steps:
             raise StepLimitExceeded(f"max_num_steps exceeded ({steps_since_target}>={max_num_steps})")
         if not math.isfinite(dt) or not s + dt > s:
             raise StepLimitExceeded(f"underflow in dt {dt}")
         for stage, (alpha, beta) in enumerate(zip(_ALPHA, stage_weights, strict=True)):
-            y1 = y + (beta * dt) @ k[:stage + 1]  # the last stage's input is the step's result
+            y1 = torch.addmv(y, stages_so_far[stage], beta, alpha=dt)  # the last is the step's result
             k[stage + 1] = field(s + alpha * dt, y1)
-        error = (error_weights * dt) @ k.double()
-        error_ratio = _rms(error / (atol + rtol * torch.maximum(y.abs(), y1.abs()).double()))
+        size_of_y1 = y1.abs()
+        scale = torch.maximum(size_of_y, size_of_y1).double().mul_(rtol).add_(atol)
+        error = torch.mv(k.t().double(), error_weights).div_(scale)
+        error_ratio = dt * torch.linalg.vector_norm(error).item() / root_size
         if math.isnan(error_ratio):  # torchdiffeq's step size turns NaN and it gives up the same way
             raise StepLimitExceeded(f"underflow in dt: the field is not finite near t={start + sign * s:g}")
         steps_since_target += 1
         if error_ratio <= 1:
-            polynomials.append(torch.cat([y[None], (interpolant_weights * dt) @ k]))
-            s, y = s + dt, y1
+            step_starts.append(y)
+            step_stages.append(k.clone())
+            step_sizes.append(dt)
+            s, y, size_of_y = s + dt, y1, size_of_y1
             step_ends.append(s)
             k[0] = k[6]
             while next_target < len(targets) and targets[next_target] <= s:
@@ -158,11 +174,21 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
         dt = _next_step(dt, error_ratio)
     states = y.new_empty(len(targets) + 1, y.numel())
     states[0] = y0.reshape(-1)
+    polynomials = _polynomials(step_starts, step_stages, step_sizes)
     _evaluate(polynomials, step_ends, targets, out=states[1:])
     return states.view(-1, *y0.shape)
 
 
-def _evaluate(polynomials: list[torch.Tensor], step_ends: list[float], targets: list[float],
+def _polynomials(starts: list[torch.Tensor], stages: list[torch.Tensor], sizes: list[float]
+                 ) -> torch.Tensor:
+    """Each accepted step's interpolant coefficients y0, d, c, b, a: (steps, 5, N)."""
+    stacked = torch.stack(stages)                                    # (steps, 7, N)
+    interpolant = torch.tensor(_INTERPOLANT, dtype=stacked.dtype, device=stacked.device)
+    step_sizes = torch.tensor(sizes, dtype=stacked.dtype, device=stacked.device)[:, None, None]
+    return torch.cat([torch.stack(starts)[:, None], step_sizes * (interpolant @ stacked)], dim=1)
+
+
+def _evaluate(polynomials: torch.Tensor, step_ends: list[float], targets: list[float],
               out: torch.Tensor) -> None:
     """Every target from the accepted step whose interval (start, end] holds it, into ``out`` (T, N).
 

@@ -26,16 +26,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from service.model.batching import Batch
 from service.model.encoder import ENCODER_KINDS, ODERNNEncoder, RNNEncoder
 from service.model.solver import CountingFunc, SolverConfig, solve, solve_for_inference
 
 ACTIVATIONS = {"elu": nn.ELU, "tanh": nn.Tanh, "softplus": nn.Softplus}
+# The same, as functions for LatentDynamics; in place where torch has it (a hidden layer's
+# pre-activation is not needed again, also not by autograd), which saves an allocation per call.
+ACTIVATION_FUNCTIONS = {"elu": partial(F.elu, inplace=True), "tanh": torch.tanh_, "softplus": F.softplus}
 
 
 @dataclass(frozen=True)
@@ -105,15 +110,27 @@ def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
 
 
 class LatentDynamics(nn.Module):
-    """dz/dt = f(z): autonomous, so ``t`` is ignored."""
+    """dz/dt = f(z): autonomous, so ``t`` is ignored.
+
+    ``forward`` calls the layers' functions on their weights instead of calling the
+    ``nn.Sequential``: a solve evaluates f dozens of times on a few hundred numbers, and the
+    module machinery of five sub-module calls cost as much as their arithmetic (about half of
+    each evaluation when serving). ``net`` stays the Sequential, so checkpoints keep its layout.
+    """
 
     def __init__(self, config: LatentODEConfig):
         super().__init__()
         hidden = [config.dynamics_hidden] * config.dynamics_layers
         self.net = mlp([config.latent_dim, *hidden, config.latent_dim], ACTIVATIONS[config.activation])
+        self.activation = ACTIVATION_FUNCTIONS[config.activation]
+        # A tuple, so the layers are not registered (and saved) a second time.
+        self.linears = tuple(layer for layer in self.net if isinstance(layer, nn.Linear))
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        *hidden, last = self.linears
+        for layer in hidden:
+            z = self.activation(F.linear(z, layer.weight, layer.bias))
+        return F.linear(z, last.weight, last.bias)
 
 
 @dataclass
