@@ -93,18 +93,21 @@ def mixture_quantiles(means: np.ndarray, std: np.ndarray, levels: Sequence[float
     CDF and density (where no cancellation follows), see ``QUANTILE_TOLERANCE``.
     """
     num_times, num_samples, channels = means.shape
+    levels_count = len(levels)
     rows = torch.from_numpy(means).permute(0, 2, 1).reshape(num_times * channels, num_samples)
+    row_scale = torch.from_numpy(std).repeat(num_times)
+    # Per (time, channel) row once, then one copy per level: root r is level r // len(rows).
     q = torch.tensor(levels, dtype=torch.float64).repeat_interleave(rows.shape[0])
-    samples = rows.repeat(len(levels), 1)                           # one row of samples per root
-    scale = torch.from_numpy(std).repeat(num_times * len(levels))
-    low = samples.amin(dim=1) - 10 * scale
-    high = samples.amax(dim=1) + 10 * scale
-    mean = samples.mean(dim=1)
-    moment_std = ((samples - mean[:, None]).pow(2).mean(dim=1) + scale ** 2).sqrt()
+    scale = row_scale.repeat(levels_count)
+    scaled = (rows / row_scale[:, None]).repeat(levels_count, 1)
+    low = (rows.amin(dim=1) - 10 * row_scale).repeat(levels_count)
+    high = (rows.amax(dim=1) + 10 * row_scale).repeat(levels_count)
+    row_mean = rows.mean(dim=1, keepdim=True)
+    mean = row_mean.squeeze(1).repeat(levels_count)
+    moment_std = ((rows - row_mean).square().mean(dim=1) + row_scale.square()).sqrt().repeat(levels_count)
     x = torch.minimum(torch.maximum(mean + moment_std * torch.special.ndtri(q), low), high)
     roots = x.clone()
     index = torch.arange(x.numel())                                 # where the active roots go
-    scaled = samples / scale[:, None]
     for _ in range(QUANTILE_MAX_STEPS):
         if not index.numel():
             break
@@ -117,9 +120,10 @@ def mixture_quantiles(means: np.ndarray, std: np.ndarray, levels: Sequence[float
         newton = x - excess / density.clamp_min(np.finfo(float).tiny)
         step_to = torch.where((newton > low) & (newton < high), newton, 0.5 * (low + high))
         converged = (excess.abs() <= QUANTILE_TOLERANCE) | ((step_to - x).abs() <= QUANTILE_TOLERANCE * scale)
-        if converged.any():
-            roots[index[converged]] = x[converged]
-            going = ~converged
+        done = converged.nonzero().squeeze(1)
+        if done.numel():
+            roots[index[done]] = x[done]
+            going = (~converged).nonzero().squeeze(1)
             step_to, low, high, q = step_to[going], low[going], high[going], q[going]
             scaled, scale, index = scaled[going], scale[going], index[going]
         x = step_to

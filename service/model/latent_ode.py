@@ -25,6 +25,7 @@ is the negative bound summed over the batch divided by the number of observed va
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
@@ -99,7 +100,7 @@ class LatentODEConfig:
         return cls(**data)
 
 
-def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
+def mlp(sizes: list[int], activation: Callable[[], nn.Module]) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (not after the last)."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
@@ -158,7 +159,8 @@ class LatentODE(nn.Module):
                                          config.encoder_ode_units, config.encoder_solver)
         self.dynamics = CountingFunc(LatentDynamics(config))
         decoder_sizes = [config.latent_dim, config.decoder_hidden, config.num_channels]
-        self.decoder = mlp([n for n in decoder_sizes if n], nn.ReLU)
+        # In place: a decoded batch of samples is large, and the hidden layer's output is not needed again.
+        self.decoder = mlp([n for n in decoder_sizes if n], partial(nn.ReLU, inplace=True))
         self.log_obs_std = nn.Parameter(torch.full((config.num_channels,), math.log(config.obs_std_init)))
 
     @property
