@@ -135,6 +135,15 @@ def concurrent_throughput(url: str, body: dict, clients: int, seconds: float) ->
     return done / (time.perf_counter() - started)
 
 
+def speed_probe() -> float:
+    """Median microseconds of a fixed small workload (a 64x64 matmul and an ELU, the shape of the
+    served field's arithmetic): this VM runs the same code up to ~1.5x slower from one minute to
+    the next, so each run records the probe before and after, to compare runs by."""
+    hidden, weight = torch.randn(64, 64), torch.randn(64, 64)
+    seconds = time_calls(lambda: torch.nn.functional.elu(hidden @ weight), 2000, warmup=200)
+    return float(np.median(seconds) * 1e6)
+
+
 def start_server(models_dir: Path, model: str, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "ODECAST_DEFAULT_MODEL": model, "ODECAST_TORCH_THREADS": str(threads)}
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", "0", "--models-dir",
@@ -173,6 +182,7 @@ def main() -> None:
                                  np.asarray(s["at"])) for s in series]
         return lambda: forecaster.predict(queries, quantiles=QUANTILES, num_samples=64, seed=0)
 
+    probe_before = speed_probe()
     server_log = args.out.with_suffix(".server.log")
     server_log.parent.mkdir(parents=True, exist_ok=True)
     process, url = start_server(args.models_dir, args.model, args.threads, server_log)
@@ -219,6 +229,7 @@ def main() -> None:
         "torch_threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, {available_cpus()} usable",
         "load_average_1m_at_end": os.getloadavg()[0],
+        "speed_probe_us": {"before": probe_before, "after": speed_probe()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -234,6 +245,8 @@ def main() -> None:
                   f"{overhead['client_and_transport_p50']:.2f}), p95 {overhead['p95']:.2f} ms")
     for name, rps in results["concurrent_rps"].items():
         print(f"throughput, {name}: {rps:.1f} req/s")
+    print(f"speed probe (64x64 matmul + ELU): {results['setup']['speed_probe_us']['before']:.1f} us before, "
+          f"{results['setup']['speed_probe_us']['after']:.1f} us after")
     print(f"wrote {args.out}")
 
 
