@@ -112,8 +112,7 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
     A step of a small field costs about as much in tensor-operation overhead as in arithmetic,
     so the loop keeps its operations few: each stage's input is one ``addmv`` over views of the
     stage buffer made once, the time handed to ``func`` is one 0-d tensor updated in place, and
-    an accepted step only keeps a copy of its stages; the interpolating polynomials of all
-    steps are formed at the end in one batched product.
+    an accepted step keeps its interpolant as one small product of its stages.
     """
     times = t.detach().double().cpu()
     if times.numel() == 1:
@@ -131,6 +130,7 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
         return torch.tensor(rows, dtype=y0.dtype, device=y0.device)
 
     stage_weights = [weights(beta) for beta in _BETA]
+    interpolant_weights = weights(_INTERPOLANT)
     # The error estimate is a small difference of large stage terms: in float32 it is only good
     # to ~1e-3 relative, enough to shift every later step; in float64 the steps follow those of
     # a float64 solve and the answer agrees with it to float32 rounding.
@@ -143,9 +143,7 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
     root_size = math.sqrt(y.numel())
     s, end, next_target, steps_since_target = 0.0, targets[-1], 0, 0
     step_ends: list[float] = []
-    step_sizes: list[float] = []
-    step_starts: list[torch.Tensor] = []                            # y at each accepted step's start
-    step_stages: list[torch.Tensor] = []                            # its stages k, (7, N)
+    polynomials: list[tuple[torch.Tensor, torch.Tensor]] = []     # y0 (N,), x..x^4 coefficients (4, N)
     size_of_y = y.abs()
     while s < end:
         if steps_since_target >= max_num_steps:
@@ -163,9 +161,7 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
             raise StepLimitExceeded(f"underflow in dt: the field is not finite near t={start + sign * s:g}")
         steps_since_target += 1
         if error_ratio <= 1:
-            step_starts.append(y)
-            step_stages.append(k.clone())
-            step_sizes.append(dt)
+            polynomials.append((y, torch.mm(interpolant_weights, k).mul_(dt)))
             s, y, size_of_y = s + dt, y1, size_of_y1
             step_ends.append(s)
             k[0] = k[6]
@@ -175,36 +171,28 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
         dt = _next_step(dt, error_ratio)
     states = y.new_empty(len(targets) + 1, y.numel())
     states[0] = y0.reshape(-1)
-    polynomials = _polynomials(step_starts, step_stages, step_sizes)
     _evaluate(polynomials, step_ends, targets, out=states[1:])
     return states.view(-1, *y0.shape)
 
 
-def _polynomials(starts: list[torch.Tensor], stages: list[torch.Tensor], sizes: list[float]
-                 ) -> torch.Tensor:
-    """Each accepted step's interpolant coefficients y0, d, c, b, a: (steps, 5, N)."""
-    stacked = torch.stack(stages)                                    # (steps, 7, N)
-    interpolant = torch.tensor(_INTERPOLANT, dtype=stacked.dtype, device=stacked.device)
-    step_sizes = torch.tensor(sizes, dtype=stacked.dtype, device=stacked.device)[:, None, None]
-    return torch.cat([torch.stack(starts)[:, None], step_sizes * (interpolant @ stacked)], dim=1)
-
-
-def _evaluate(polynomials: torch.Tensor, step_ends: list[float], targets: list[float],
-              out: torch.Tensor) -> None:
+def _evaluate(polynomials: list[tuple[torch.Tensor, torch.Tensor]], step_ends: list[float],
+              targets: list[float], out: torch.Tensor) -> None:
     """Every target from the accepted step whose interval (start, end] holds it, into ``out`` (T, N).
 
-    Targets are increasing, so each step's are a contiguous run, evaluated as one small matrix
-    product (their powers of x times the step's coefficients) straight into the output (a
-    batch's output is large: union grid x samples x series x latent).
+    Each target's position x in its step and the powers x..x^4 are computed for all targets at
+    once; targets are increasing, so each step's are a contiguous run, written as one ``addmm``
+    (y0 plus their powers times the step's coefficients) straight into the output (a batch's
+    output is large: union grid x samples x series x latent).
     """
-    powers = torch.arange(5, dtype=torch.float64)
-    ends = torch.tensor(step_ends, dtype=torch.float64)
     times = torch.tensor(targets, dtype=torch.float64)
+    ends = torch.tensor(step_ends, dtype=torch.float64)
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    step = torch.searchsorted(ends, times)                        # first step ending at or after t
+    x = (times - starts[step]) / (ends[step] - starts[step])
+    powers = (x[:, None] ** torch.arange(1, 5, dtype=torch.float64)).to(out)
     last = torch.searchsorted(times, ends, right=True).tolist()   # targets up to each step's end
-    first, start = 0, 0.0
-    for polynomial, end, stop in zip(polynomials, step_ends, last, strict=True):
+    first = 0
+    for (start_state, coefficients), stop in zip(polynomials, last, strict=True):
         if stop > first:
-            x = (times[first:stop] - start) / (end - start)
-            torch.matmul((x[:, None] ** powers).to(polynomial), polynomial, out=out[first:stop])
+            torch.addmm(start_state, powers[first:stop], coefficients, out=out[first:stop])
             first = stop
-        start = end
