@@ -5,9 +5,8 @@ and evaluating that step's interpolant, one requested time at a time; with a hun
 times and a tiny vector field, that bookkeeping and its generic machinery (perturbation
 wrappers, tuple handling, scalar tensors for every step-size decision) cost more than the
 field itself. Here the same algorithm takes its steps with plain floats for the step control,
-keeps each accepted step's stages, and at the end forms every step's interpolating polynomial
-in one batched product and evaluates the requested times that fall in each step as one matrix
-product.
+keeps each accepted step's interpolating polynomial (one small product of its stages), and at
+the end writes the requested times that fall in each step with one matrix product per step.
 
 "The same algorithm" means torchdiffeq 0.2's ``dopri5`` with its defaults, so that answers
 agree with it to rounding: the Dormand-Prince-Shampine tableau and mid-point weights, the
