@@ -17,6 +17,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from service.model.dopri5 import StepLimitExceeded, dopri5_at
+from service.model.fixed_grid import STEPS, fixed_grid_solve
 
 ADAPTIVE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 FIXED_METHODS = {"euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams"}
@@ -106,8 +107,12 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConf
     """Integrate ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]``; return the states at every ``t``.
 
     ``t`` must be strictly monotonic (increasing or decreasing). The result has shape
-    ``(len(t), *y0.shape)``.
+    ``(len(t), *y0.shape)``. Direct (non-adjoint) euler and rk4 go through
+    :func:`service.model.fixed_grid.fixed_grid_solve`, torchdiffeq's schemes without its
+    per-call overhead, which dominated the ODE-RNN encoder's many one-step solves.
     """
+    if config.method in STEPS and not config.adjoint:
+        return fixed_grid_solve(func, y0, t.to(y0.dtype), config.method, config.step_size)
     integrate = odeint_adjoint if config.adjoint else odeint
     kwargs: dict[str, Any] = {"rtol": config.rtol, "atol": config.atol, "method": config.method,
                               "options": solver_options(config)}
