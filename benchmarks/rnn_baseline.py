@@ -13,7 +13,8 @@ rest free-running.
 
 :func:`train_gru` takes the latent-ODE trainer's own config, so it gets the same budget and
 rules: the same normalisation (fitted on the training series), epochs, minibatch size, Adam
-with the same per-step learning rate decay and gradient clipping, and the same augmentations
+with the same per-step learning rate decay and gradient clipping, the same moving average of
+the weights when ``ema_decay`` is set (:func:`training.latent_ode.weight_average`), and the same augmentations
 with the trainer's own functions (random window, random thinning, random context:
 :func:`training.latent_ode.window`, :func:`~training.latent_ode.subsample`,
 :func:`~training.latent_ode.random_count`). The epoch kept is the one with the lowest
@@ -36,7 +37,7 @@ from torch import nn
 
 from service.model.series import Normalization, Series
 from training.holdout import Holdout
-from training.latent_ode import TrainConfig, holdouts_of, random_count, subsample, window
+from training.latent_ode import TrainConfig, holdouts_of, random_count, subsample, weight_average, window
 
 
 class GRUBaseline(nn.Module):
@@ -159,10 +160,12 @@ def train_gru(config: TrainConfig, train_series: list[Series], val_series: list[
     normalized = [Series(normalization.times(s.times), normalization.values(s.values), s.id)
                   for s in train_series]
     model = GRUBaseline(train_series[0].num_channels, config.encoder_hidden)
-    forecaster = GRUForecaster(model, normalization)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    averaged = weight_average(config, model)
+    validated = model if averaged is None else averaged.module  # the weights that are measured and kept
+    forecaster = GRUForecaster(validated, normalization)
     holdouts = holdouts_of(val_series, config, stream=0)
-    step, best, best_state = 0, None, copy.deepcopy(model.state_dict())
+    step, best, best_state = 0, None, copy.deepcopy(validated.state_dict())
     for epoch in range(config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(len(normalized))
@@ -181,14 +184,16 @@ def train_gru(config: TrainConfig, train_series: list[Series], val_series: list[
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             step += 1
         val_mse = extrapolation_mse(forecaster, holdouts)
         if not math.isfinite(val_mse):
             raise FloatingPointError(f"GRU validation MSE became {val_mse} in epoch {epoch + 1}")
         if best is None or val_mse < best["val_extrap_mse"]:
             best = {"epoch": epoch + 1, "step": step, "val_extrap_mse": val_mse}
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(validated.state_dict())
     if best is None:
         raise ValueError(f"nothing to return: epochs ({config.epochs}) leaves no epoch to train")
-    model.load_state_dict(best_state)
+    validated.load_state_dict(best_state)
     return forecaster, best

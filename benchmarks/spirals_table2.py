@@ -9,14 +9,16 @@ Protocol (the data are :mod:`training.data.spirals`; its docstring gives the rea
   training and validation spirals are observed the same way over the 100 steps after their
   window too (histories to learn from); a test spiral shows only its window.
 - Models: the latent ODE with an ODE-RNN encoder (Rubanova et al.; 25 GRU units, its hidden
-  state following a 25-25-25 Tanh MLP between observations, rk4 at step 0.05) read last to
-  first, latent dimension 8, dynamics MLP 8-64-64-8, decoder 8-64-2 (wider than Chen's 4 / 20 /
-  20: at Chen's sizes, 100 epochs of the same training score 0.46 / 0.81 / 0.50, and Chen's GRU
-  encoder 0.29 / 0.24 / 0.18 at 200 epochs, see benchmarks/README.md); the GRU baseline has 25
-  units (the paper's RNN size).
+  state following a 25-25-25 Tanh MLP between observations, Euler steps of at most 0.02 of
+  normalised time, as Rubanova et al.'s 1/50 of the span) read last to first, latent dimension
+  8, dynamics MLP 8-64-64-8, decoder 8-64-2 (wider than Chen's 4 / 20 / 20: at Chen's sizes, 100
+  epochs of the same training score 0.46 / 0.81 / 0.50, and Chen's GRU encoder 0.29 / 0.24 /
+  0.18 at 200 epochs, see benchmarks/README.md); the GRU baseline has 25 units (the paper's RNN
+  size).
 - Both get the same budget and rules, from one :class:`training.latent_ode.TrainConfig`: 200
   epochs of minibatches of 50 (2800 steps), Adam at lr 1e-2 decayed by 0.999 per step to 1e-3,
-  gradient clipping at 10, the same training series and normalisation and the same
+  gradient clipping at 10, a moving average of the weights (decay 0.99 per step) as the
+  weights validated and kept, the same training series and normalisation and the same
   augmentations (each step thins every series to a random >= 30 % of its points and the model
   reads a random first >= 50 % of them while being scored on all of them; the GRU predicts the
   unread part free-running). The epoch kept is the one best on the same validation holdouts
@@ -26,12 +28,14 @@ Protocol (the data are :mod:`training.data.spirals`; its docstring gives the rea
   each test spiral's window, against the **clean** trajectory (no noise on the targets). The
   latent ODE's point forecast is its posterior predictive mean (``num_samples`` draws of z0);
   the GRU's is its free-running rollout.
+- Training seeds: ``--seeds`` trains every model once per seed (initialisation, batches,
+  augmentations, validation holdouts; the data stay the same) and reports each seed and the
+  mean, which is what is compared with the paper.
 
 ``python -m benchmarks.spirals_table2`` writes ``benchmarks/results/spirals_table2.json`` and
-prints the table for benchmarks/README.md; ``--jobs 3`` trains the six models in three
-processes (about 55 minutes on 2 cores),
-``--set FIELD=VALUE`` changes the shared TrainConfig, ``--quick`` is a smoke run of a few
-seconds. ``benchmarks/spirals_table2_sweep.sh`` runs the variants we compared.
+prints the table for benchmarks/README.md; ``--jobs 2 --seeds 0 1`` trains the twelve models
+in two processes, ``--set FIELD=VALUE`` changes the shared TrainConfig, ``--quick`` is a smoke
+run of a few seconds. ``benchmarks/spirals_table2_sweep.sh`` runs the variants we compared.
 """
 
 from __future__ import annotations
@@ -69,11 +73,12 @@ class BenchmarkConfig:
     noise_std: float = 0.3
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    seed: int = 0
+    seed: int = 0                  # the data: spirals, observation times, noise, split
+    training_seeds: tuple[int, ...] = (0,)  # each model is trained once per seed (TrainConfig.seed)
     num_samples: int = 64          # z0 draws for the latent ODE's predictive mean
     trainer: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=200, plot_series=0, encoder="odernn", latent_dim=8, dynamics_layers=2, dynamics_hidden=64,
-        decoder_hidden=64, min_window_fraction=1.0))
+        decoder_hidden=64, min_window_fraction=1.0, ema_decay=0.99))
 
 
 QUICK = BenchmarkConfig(observed=(30, 100), num_spirals=40, num_samples=4,
@@ -87,23 +92,25 @@ def rmse(predicted: list[np.ndarray], test_set: list[Series]) -> float:
     return float(np.sqrt(((np.stack(predicted) - truth) ** 2).mean()))
 
 
-def run_model(task: tuple[str, int], config: BenchmarkConfig) -> dict:
-    """Train one model (``latent_ode`` or ``rnn``) on spirals observed at n points; its test RMSE."""
-    model, num_observed = task
+def run_model(task: tuple[str, int, int], config: BenchmarkConfig) -> dict:
+    """Train one model (``latent_ode`` or ``rnn``) on spirals observed at n points with one
+    training seed; its test RMSE."""
+    model, num_observed, training_seed = task
+    trainer = dataclasses.replace(config.trainer, seed=training_seed)
     spirals = generate_spirals(config.num_spirals, num_observed, config.noise_std, seed=config.seed)
     train_set, val_set, test_set = split_spirals(spirals, config.val_fraction, config.test_fraction,
                                                  config.seed)
     futures = [s.extra["future_times"] for s in test_set]
     started = time.perf_counter()
     if model == "latent_ode":
-        forecaster, metrics = train(config.trainer, train_set, val_set, channels=["x", "y"], source="spirals")
+        forecaster, metrics = train(trainer, train_set, val_set, channels=["x", "y"], source="spirals")
         queries = [ForecastQuery(s.times, s.values, f) for s, f in zip(test_set, futures, strict=True)]
         predicted = [f.mean for f in forecaster.predict(queries, num_samples=config.num_samples,
                                                         seed=config.seed).forecasts]
     else:
-        gru, metrics = train_gru(config.trainer, train_set, val_set)
+        gru, metrics = train_gru(trainer, train_set, val_set)
         predicted = gru.extrapolate(test_set, futures)
-    return {"num_observed": num_observed, "model": model,
+    return {"num_observed": num_observed, "model": model, "training_seed": training_seed,
             "num_train": len(train_set), "num_val": len(val_set), "num_test": len(test_set),
             "rmse": rmse(predicted, test_set), "wall_s": time.perf_counter() - started,
             "selected_epoch": metrics["epoch"], "steps": metrics["step"],
@@ -117,8 +124,13 @@ def report_part(part: dict) -> dict:
 
 
 def run_all(config: BenchmarkConfig, jobs: int) -> list[dict]:
-    """Both models at every n, in ``jobs`` processes of one torch thread each; one entry per n."""
-    tasks = [(model, n) for n in config.observed for model in MODELS]
+    """Both models at every n and training seed, in ``jobs`` processes of one torch thread each.
+
+    One entry per n; per model, ``rmse`` is the mean over the training seeds and ``runs`` holds
+    each seed's own result.
+    """
+    # The slow latent ODEs first, so that the quick GRUs fill the processes at the end.
+    tasks = [(model, n, seed) for model in MODELS for seed in config.training_seeds for n in config.observed]
     if jobs == 1:
         parts = [report_part(run_model(task, config)) for task in tasks]
     else:
@@ -130,16 +142,20 @@ def run_all(config: BenchmarkConfig, jobs: int) -> list[dict]:
             parts = [p.result() for p in pending]
     results = []
     for n in config.observed:
-        mine = {p["model"]: p for p in parts if p["num_observed"] == n}
-        counts = {k: mine["latent_ode"][k] for k in ("num_train", "num_val", "num_test")}
-        results.append({"num_observed": n, **counts, **{
-            model: {k: v for k, v in part.items() if k not in ("model", "num_observed", *counts)}
-            for model, part in mine.items()}})
+        mine = [p for p in parts if p["num_observed"] == n]
+        counts = {k: mine[0][k] for k in ("num_train", "num_val", "num_test")}
+        entry = {"num_observed": n, **counts}
+        for model in MODELS:
+            runs = [{k: v for k, v in p.items() if k not in ("model", "num_observed", *counts)}
+                    for p in mine if p["model"] == model]
+            rmses = [r["rmse"] for r in runs]
+            entry[model] = {"rmse": float(np.mean(rmses)), "rmse_std": float(np.std(rmses)), "runs": runs}
+        results.append(entry)
     return results
 
 
 def table(results: list[dict]) -> str:
-    """Markdown: paper and ours, per number of observed points."""
+    """Markdown: paper and ours (mean over training seeds, then each seed), per number of observed points."""
     columns = [r["num_observed"] for r in results]
     lines = ["| model | " + " | ".join(f"{n}/100" for n in columns) + " |",
              "|---|" + "---|" * len(columns)]
@@ -147,15 +163,20 @@ def table(results: list[dict]) -> str:
     def row(label: str, cells: list[str]) -> None:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    def ours(key: str) -> list[str]:
-        return [f"{r[key]['rmse']:.4f}" for r in results]
-
+    seeds = [run["training_seed"] for run in results[0]["latent_ode"]["runs"]]
     for key, name in (("rnn", "RNN"), ("latent_ode", "Latent ODE")):
         row(f"{name} (paper)", [f"{PAPER[key][n]:.4f}" if n in PAPER[key] else "-" for n in columns])
-        row(f"{name} (ours)", ours(key))
+        if len(seeds) == 1:
+            row(f"{name} (ours)", [f"{r[key]['rmse']:.4f}" for r in results])
+            continue
+        row(f"{name} (ours, mean ± std of {len(seeds)} seeds)",
+            [f"{r[key]['rmse']:.4f} ± {r[key]['rmse_std']:.4f}" for r in results])
+        for i, seed in enumerate(seeds):
+            row(f"{name} (ours, seed {seed})", [f"{r[key]['runs'][i]['rmse']:.4f}" for r in results])
     row("RNN / latent ODE (paper)", [f"{PAPER['rnn'][n] / PAPER['latent_ode'][n]:.2f}"
                                      if n in PAPER["rnn"] else "-" for n in columns])
-    row("RNN / latent ODE (ours)", [f"{r['rnn']['rmse'] / r['latent_ode']['rmse']:.2f}" for r in results])
+    row("RNN / latent ODE (ours, means)",
+        [f"{r['rnn']['rmse'] / r['latent_ode']['rmse']:.2f}" for r in results])
     return "\n".join(lines)
 
 
@@ -166,6 +187,8 @@ def with_settings(trainer: TrainConfig, settings: list[str]) -> TrainConfig:
     changes = {}
     for setting in settings:
         name, _, value = setting.partition("=")
+        if name == "seed":
+            raise SystemExit("--set seed: the training seeds are set with --seeds")
         if name not in types or not value:
             raise SystemExit(f"--set {setting!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}")
         changes[name] = parse[types[name]](value)
@@ -180,8 +203,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--observed", type=int, nargs="+", help="override the numbers of observed points")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
                         help="change the shared TrainConfig (both models), e.g. latent_dim=8 epochs=200")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="training seeds (default: 0): each model is trained once per seed, same data")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="train the 2 x len(observed) models in this many processes, 1 torch thread each")
+                        help="train the 2 x len(observed) x len(seeds) models in this many processes, "
+                             "1 torch thread each")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default: {RESULTS})")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -192,6 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
         config = dataclasses.replace(config, trainer=with_settings(config.trainer, args.set))
     if args.observed is not None:
         config = dataclasses.replace(config, observed=tuple(args.observed))
+    if args.seeds is not None:
+        config = dataclasses.replace(config, training_seeds=tuple(args.seeds))
     torch.set_num_threads(1)
     started = time.perf_counter()
     results = run_all(config, args.jobs)

@@ -42,24 +42,40 @@ def test_short_training_lowers_the_loss():
 
 
 def last_weights(out):
+    """The raw and (when kept) averaged weights in a run's training state."""
     _, tensors = load_checkpoint(state_path(out), kind=STATE_KIND)
-    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "average."))}
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_continues_exactly(tmp_path, ema_decay):
     data = sine_series(10, 10, seed=0), sine_series(3, 10, seed=1)
     augment = dict(optimizer="adamax", min_window_fraction=0.7, min_keep_fraction=0.6,
-                   min_context_fraction=0.5)
+                   min_context_fraction=0.5, ema_decay=ema_decay)
     config = tiny_config(epochs=2, **augment)
     train(config, *data, out=tmp_path / "straight")
     train(tiny_config(epochs=1, **augment), *data, out=tmp_path / "split")
     train(config, *data, out=tmp_path / "split", resume=True)
     straight, resumed = last_weights(tmp_path / "straight"), last_weights(tmp_path / "split")
     assert straight.keys() == resumed.keys()
+    assert any(k.startswith("average.") for k in straight) == bool(ema_decay)
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
     with pytest.raises(CheckpointError, match=r"changed: lr"):
         train(tiny_config(epochs=3, lr=0.5, **augment), *data, out=tmp_path / "split", resume=True)
+
+
+def test_the_moving_average_is_what_is_validated_and_kept(tmp_path):
+    data = sine_series(10, 10, seed=0), sine_series(3, 10, seed=1)
+    _, metrics = train(tiny_config(epochs=1, ema_decay=0.9), *data, out=tmp_path / "run")
+    _, kept = load_checkpoint(tmp_path / "run", kind="latent_ode")
+    state = last_weights(tmp_path / "run")
+    assert metrics["epoch"] == 1
+    for name, tensor in kept.items():
+        torch.testing.assert_close(tensor, state[f"average.module.{name}"], rtol=0, atol=0)
+    assert any(not torch.equal(tensor, state[f"model.{name}"]) for name, tensor in kept.items())
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(tiny_config(ema_decay=1.5), *data)
 
 
 def test_bad_training_data_is_named():

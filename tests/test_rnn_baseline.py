@@ -80,11 +80,12 @@ def test_future_must_lie_after_the_last_observation():
         free_run(GRUBaseline(2), [s], [np.array([s.times[-1]])])
 
 
-@pytest.mark.parametrize("min_context_fraction", [1.0, 0.5])
-def test_training_improves_on_spirals_and_keeps_the_best_epoch(min_context_fraction):
+@pytest.mark.parametrize(("min_context_fraction", "ema_decay"), [(1.0, 0.0), (0.5, 0.0), (0.5, 0.5)])
+def test_training_improves_on_spirals_and_keeps_the_best_epoch(min_context_fraction, ema_decay):
     spirals = generate_spirals(40, 30, seed=0)
     train, val = spirals[:32], spirals[32:]
-    config = TrainConfig(epochs=3, batch_size=16, min_context_fraction=min_context_fraction)
+    config = TrainConfig(epochs=3, batch_size=16, min_context_fraction=min_context_fraction,
+                         ema_decay=ema_decay)
     forecaster, best = train_gru(config, train, val)
     assert 1 <= best["epoch"] <= 3 and best["step"] == 2 * best["epoch"]
     futures = [s.extra["future_times"] for s in val]

@@ -28,7 +28,23 @@ def test_parallel_run_gives_the_serial_results(tmp_path):
     for one, other in zip(serial, parallel["results"], strict=True):
         for model in ("latent_ode", "rnn"):
             assert one[model]["rmse"] == other[model]["rmse"]
-            assert one[model]["val_extrap_mse"] == other[model]["val_extrap_mse"]
+            timeless = [[{k: v for k, v in run.items() if k != "wall_s"} for run in result[model]["runs"]]
+                        for result in (one, other)]
+            assert timeless[0] == timeless[1]
+
+
+def test_each_training_seed_is_a_run_and_the_table_gives_their_mean(tmp_path, capsys):
+    report = main(["--quick", "--observed", "30", "--seeds", "0", "1", "--jobs", "2",
+                   "--out", str(tmp_path / "seeds.json")])
+    (result,) = report["results"]
+    for model in ("latent_ode", "rnn"):
+        runs = result[model]["runs"]
+        assert [run["training_seed"] for run in runs] == [0, 1]
+        assert runs[0]["rmse"] != runs[1]["rmse"]
+        assert result[model]["rmse"] == pytest.approx(np.mean([run["rmse"] for run in runs]))
+    printed = capsys.readouterr().out
+    assert "| Latent ODE (ours, mean ± std of 2 seeds) |" in printed
+    assert f"| Latent ODE (ours, seed 1) | {result['latent_ode']['runs'][1]['rmse']:.4f} |" in printed
 
 
 def test_set_changes_the_shared_trainer_config():
@@ -37,3 +53,5 @@ def test_set_changes_the_shared_trainer_config():
     assert (config.latent_dim, config.min_window_fraction, config.adjoint) == (8, 1.0, True)
     with pytest.raises(SystemExit, match="no_such_field"):
         with_settings(config, ["no_such_field=1"])
+    with pytest.raises(SystemExit, match="--seeds"):
+        with_settings(config, ["seed=1"])

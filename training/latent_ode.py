@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from service.model.batching import collate
@@ -86,13 +87,14 @@ class TrainConfig:
     decoder_hidden: int = 20
     obs_std_init: float = 0.1
     time_span: float = 1.0          # normalised time: the median training series spans this
-    # latent ODE solver; the ODE-RNN encoder uses rk4 with encoder_step_size
+    # latent ODE solver; the ODE-RNN encoder's is encoder_method at encoder_step_size
     method: str = "dopri5"
     rtol: float = 1e-3
     atol: float = 1e-4
     max_num_steps: int = 10_000
     adjoint: bool = False
-    encoder_step_size: float = 0.05
+    encoder_method: str = "euler"  # Rubanova et al.'s, at 1/50 of the time span
+    encoder_step_size: float = 0.02
     # optimisation
     optimizer: str = "adam"
     lr: float = 1e-2
@@ -103,6 +105,7 @@ class TrainConfig:
     iwae_samples: int = 1
     kl_warmup_epochs: float = 0.0
     grad_clip: float = 10.0
+    ema_decay: float = 0.0          # > 0: validate and keep an exponential moving average of the weights
     min_window_fraction: float = 0.25  # < 1: each step crops each series to a random window
     min_keep_fraction: float = 0.3  # < 1: each step keeps a random share of each series' points
     min_context_fraction: float = 0.5  # < 1: the encoder reads only a random first share of each
@@ -119,7 +122,7 @@ class TrainConfig:
             num_channels=num_channels, **architecture,
             solver=SolverConfig(method=self.method, rtol=self.rtol, atol=self.atol,
                                 max_num_steps=self.max_num_steps, adjoint=self.adjoint),
-            encoder_solver=SolverConfig(method="rk4", step_size=self.encoder_step_size))
+            encoder_solver=SolverConfig(method=self.encoder_method, step_size=self.encoder_step_size))
 
 
 # ----------------------------------------------------------------------------- data
@@ -220,9 +223,24 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
     return optimizers[config.optimizer](model.parameters(), lr=config.lr)
 
 
+def weight_average(config: TrainConfig, model: torch.nn.Module) -> AveragedModel | None:
+    """With ``ema_decay`` > 0, a moving average of ``model``'s weights (Polyak averaging), updated
+    after every optimiser step; validated and kept in place of the raw weights.
+
+    Why: at the learning rates that train these models in a few thousand steps, the raw weights
+    wander from step to step, so which epoch validates best, and how good it is on the test
+    series, varied a lot between training seeds; the average smooths that walk.
+    """
+    if not config.ema_decay:
+        return None
+    if not 0 < config.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+
+
 def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, ddp_model: torch.nn.Module,
-                optimizer: torch.optim.Optimizer, normalized: list[Series], ctx: distributed.Context
-                ) -> tuple[int, float]:
+                optimizer: torch.optim.Optimizer, normalized: list[Series], ctx: distributed.Context,
+                averaged: AveragedModel | None = None) -> tuple[int, float]:
     """One pass over this rank's shard of the (normalised) training series; returns (step, mean loss).
 
     Every rank takes the same number of steps (DDP needs it): the shard is padded by wrapping.
@@ -263,6 +281,8 @@ def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, dd
         terms.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         step += 1
         losses.append(terms.loss.item())
         bar.set_postfix(loss=f"{terms.loss.item():.3f}", kl=f"{terms.kl_per_series:.2f}",
@@ -302,6 +322,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     normalization = Normalization.fit(train_series, time_span=config.time_span)
     model = LatentODE(config.model_config(num_channels)).to(ctx.device)
     optimizer = make_optimizer(config, model)
+    averaged = weight_average(config, model)
+    validated = model if averaged is None else averaged.module  # the weights that are measured and kept
     normalized = [Series(normalization.times(s.times), normalization.values(s.values), s.id)
                   for s in train_series]
     longest_span = max(s.times[-1] - s.times[0] for s in train_series)
@@ -320,31 +342,32 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
     start_epoch, step, best = 0, 0, None
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = copy.deepcopy(validated.state_dict())
     if resume:
         if out is None:
             raise ValueError("resume needs the output directory of the earlier run")
-        start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config)
+        start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
         best_state = load_checkpoint(out, KIND)[1]
     ddp_model = distributed.wrap(model, ctx)
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        step, train_loss = train_epoch(config, epoch, step, model, ddp_model, optimizer, normalized, ctx)
-        forecaster = Forecaster(model, checkpoint_config, "validation", "unsaved")
+        step, train_loss = train_epoch(config, epoch, step, model, ddp_model, optimizer, normalized, ctx,
+                                       averaged)
+        forecaster = Forecaster(validated, checkpoint_config, "validation", "unsaved")
         metrics = evaluate(forecaster, val_targets, ctx, "val", **measure)
         metrics.update(val_mse=validation_score(metrics), epoch=epoch + 1, step=step, train_loss=train_loss,
-                       obs_std=model.obs_std.tolist())
+                       obs_std=validated.obs_std.tolist())
         improved = best is None or score(metrics) < score(best)
         if improved:
-            best, best_state = metrics, copy.deepcopy(model.state_dict())
+            best, best_state = metrics, copy.deepcopy(validated.state_dict())
         if ctx.is_main:
             tqdm.write(f"epoch {epoch + 1}: loss {train_loss:.4f}  {describe(metrics)}  "
                        f"({time.perf_counter() - started:.0f} s){'  *best' if improved else ''}")
             if out is not None:
                 if improved:
                     save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
-                save_train_state(state_path(out), model, optimizer, config, epoch + 1, step, best)
+                save_train_state(state_path(out), model, optimizer, config, epoch + 1, step, best, averaged)
         distributed.barrier(ctx)
     if best is None:
         raise ValueError(f"nothing to return: epochs ({config.epochs}) leaves no epoch to train")

@@ -4,7 +4,8 @@ It is a checkpoint directory (:mod:`service.model.checkpoint`, kind ``latent_ode
 the model's and the optimiser's tensors in safetensors, everything else (epoch, step, best
 metrics, the training config, the optimiser's hyper-parameters) in JSON, and the weights'
 SHA-256. ``torch.save`` would pickle the optimiser state; here every tensor is named
-``model.<name>`` or ``optimizer.<param index>.<state key>``.
+``model.<name>``, ``optimizer.<param index>.<state key>`` or, when the run keeps a moving
+average of the weights, ``average.<name>``.
 
 A run resumes only with the config it was started with; ``epochs`` alone may change, so that a
 finished run can be continued for longer.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
 
@@ -25,9 +27,12 @@ RESUMABLE_CHANGES = {"epochs"}
 
 
 def save_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     config: Any, epoch: int, step: int, best: dict[str, Any]) -> None:
+                     config: Any, epoch: int, step: int, best: dict[str, Any],
+                     averaged: AveragedModel | None = None) -> None:
     optimizer_state = optimizer.state_dict()
     tensors = {f"model.{name}": t for name, t in model.state_dict().items()}
+    if averaged is not None:
+        tensors.update({f"average.{name}": t for name, t in averaged.state_dict().items()})
     scalars: dict[str, dict[str, Any]] = {}
     for index, state in optimizer_state["state"].items():
         for key, value in state.items():
@@ -42,8 +47,8 @@ def save_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
 
 
 def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     config: Any) -> tuple[int, int, dict[str, Any]]:
-    """Restore ``model`` and ``optimizer``; return (next epoch, step, best metrics so far)."""
+                     config: Any, averaged: AveragedModel | None = None) -> tuple[int, int, dict[str, Any]]:
+    """Restore ``model``, ``optimizer`` and ``averaged``; return (next epoch, step, best metrics so far)."""
     saved, tensors = load_checkpoint(directory, kind=KIND)
     try:
         changed = sorted(key for key, value in asdict(config).items()
@@ -52,9 +57,10 @@ def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
             raise CheckpointError(f"{directory}: cannot resume with a different config; changed: "
                                   + ", ".join(f"{k} ({saved['training'].get(k)!r} -> {getattr(config, k)!r})"
                                               for k in changed))
-        prefix = "model."
-        load_state_strict(model, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
-                          str(directory))
+        for module, prefix in ((model, "model."), (averaged, "average.")):
+            if module is not None:
+                saved_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                load_state_strict(module, saved_state, str(directory))
         state: dict[int, dict[str, Any]] = {}
         for name, value in tensors.items():
             if name.startswith("optimizer."):

@@ -65,7 +65,7 @@ class LatentODEConfig:
     decoder_hidden: int = 20
     obs_std_init: float = 0.1
     solver: SolverConfig = field(default_factory=SolverConfig)
-    encoder_solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4", step_size=0.05))
+    encoder_solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="euler", step_size=0.02))
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODER_KINDS:
