@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from service.model.dopri5 import StartCache
 from service.model.solver import CountingFunc, SolverConfig, SolverStepLimitError, solve_for_inference
 
 torch.set_num_threads(1)  # tiny float64 matmuls are ~100x slower on two threads of a busy machine
@@ -111,9 +112,37 @@ def test_step_cap_counts_steps_between_requested_times_as_torchdiffeq_does(cap):
         assert finished == torchdiffeq_finished
 
 
-def test_other_methods_go_through_torchdiffeq_without_gradients():
+def test_other_methods_go_through_solve_without_gradients():
     net = random_field(torch.float32)
     y0 = torch.randn(5, 4, requires_grad=True)
     config = SolverConfig(method="rk4", step_size=0.1)
     got = solve_for_inference(Autonomous(net), y0, torch.tensor([0.0, 1.0]), config)
     assert not got.requires_grad
+
+
+def test_a_backward_solve_from_the_forward_solves_start_is_cheaper_and_as_accurate():
+    field = CountingFunc(Autonomous(random_field(torch.float64, seed=6)))
+    y0 = torch.randn(64, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    forward_t = requested_times(1.0, torch.float64)
+    backward_t = requested_times(-1.0, torch.float64, count=20)
+    config = SolverConfig(rtol=1e-3, atol=1e-4)
+    with torch.no_grad():
+        reference = odeint(field, y0, backward_t, rtol=1e-10, atol=1e-12)
+
+    def backward(cache: StartCache | None, start: torch.Tensor) -> tuple[torch.Tensor, int]:
+        field.nfe = 0
+        states = solve_for_inference(field, start, backward_t, config, cache)
+        return states, field.nfe
+
+    fresh, fresh_nfe = backward(None, y0)
+    cache = StartCache()
+    solve_for_inference(field, y0, forward_t, config, cache)
+    reused, reused_nfe = backward(cache, y0)
+    assert reused_nfe <= fresh_nfe - 2  # at least the slope and the initial-step trial
+    scale = config.atol + config.rtol * reference.abs()
+    # Global error in tolerances, in the solver's own norm (RMS over the state), at the worst time.
+    fresh_error, reused_error = (((got - reference) / scale).pow(2).flatten(1).mean(1).sqrt().max().item()
+                                 for got in (fresh, reused))
+    assert fresh_error < 2 and reused_error < 1.5 * fresh_error
+    _, other_nfe = backward(cache, y0.clone())  # another state (even an equal one) starts afresh
+    assert other_nfe == fresh_nfe

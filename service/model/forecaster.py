@@ -38,6 +38,7 @@ import torch
 
 from service.model.batching import collate, union_grid
 from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from service.model.dopri5 import StartCache
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
 
@@ -235,13 +236,15 @@ class Forecaster:
         z0 = mean + std * noise                                          # (S, B, L)
         offsets = [norm.times(q.at) - norm.times(q.times[0]) for q in queries]
         decoded = [np.zeros((q.at.size, num_samples, len(self.channels))) for q in queries]
+        start_cache = StartCache()  # the backcast's solve reuses the forecast's start from z0
         for sign in (1.0, -1.0):
             selected = [off >= 0 if sign > 0 else off < 0 for off in offsets]
             if not any(rows.any() for rows in selected):
                 continue
             grid, indices = union_grid([np.zeros(1)] + [off[rows] * sign
                                                         for off, rows in zip(offsets, selected, strict=True)])
-            path = model.latent_path(z0, sign * grid.to(device), for_inference=True)  # (T, S, B, L)
+            path = model.latent_path(z0, sign * grid.to(device), for_inference=True,
+                                     start_cache=start_cache)                   # (T, S, B, L)
             # Decode only each series' own requested times: the union grid of a batch is mostly
             # other series' times, and decoding all of it for every series dominated batch calls.
             for b, (rows, index) in enumerate(zip(selected, indices[1:], strict=True)):

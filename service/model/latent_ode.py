@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from service.model.batching import Batch
+from service.model.dopri5 import StartCache
 from service.model.encoder import ENCODER_KINDS, ODERNNEncoder, RNNEncoder
 from service.model.solver import CountingFunc, SolverConfig, solve, solve_for_inference
 
@@ -181,15 +182,18 @@ class LatentODE(nn.Module):
         """Mean and standard deviation of q(z0 | x), each (B, latent_dim)."""
         return self.encoder(batch)
 
-    def latent_path(self, z0: torch.Tensor, times: torch.Tensor, for_inference: bool = False) -> torch.Tensor:
+    def latent_path(self, z0: torch.Tensor, times: torch.Tensor, for_inference: bool = False,
+                    start_cache: StartCache | None = None) -> torch.Tensor:
         """z at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape).
 
-        ``for_inference``: no gradients, through the faster :func:`solve_for_inference`.
+        ``for_inference``: no gradients, through the faster :func:`solve_for_inference`, which
+        shares ``start_cache`` between solves from the same ``z0`` (forward, then backward).
         """
         if times.numel() == 1:
             return z0[None]
-        integrate = solve_for_inference if for_inference else solve
-        return integrate(self.dynamics, z0, times, self.config.solver)
+        if for_inference:
+            return solve_for_inference(self.dynamics, z0, times, self.config.solver, start_cache)
+        return solve(self.dynamics, z0, times, self.config.solver)
 
     def decode(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Decoder means at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape[:-1], C)."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from service.model.dopri5 import StepLimitExceeded, dopri5_at
+from service.model.dopri5 import StartCache, StepLimitExceeded, dopri5_at
 from service.model.fixed_grid import STEPS, fixed_grid_solve
 
 ADAPTIVE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
@@ -127,20 +127,21 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConf
         raise
 
 
-def solve_for_inference(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConfig
-                        ) -> torch.Tensor:
+def solve_for_inference(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConfig,
+                        cache: StartCache | None = None) -> torch.Tensor:
     """:func:`solve` without gradients, for serving: same contract, answers within the tolerance.
 
     dopri5 goes through :func:`service.model.dopri5.dopri5_at`, torchdiffeq's algorithm without
-    its per-requested-time Python overhead (the forecaster asks for a hundred times or more);
-    other methods go through :func:`solve`. Training keeps :func:`solve`, whose gradients and
-    adjoint this does not offer.
+    its per-requested-time Python overhead (the forecaster asks for a hundred times or more),
+    and with ``cache`` a second solve from the same state skips the first one's start-up
+    (:class:`service.model.dopri5.StartCache`); other methods go through :func:`solve`.
+    Training keeps :func:`solve`, whose gradients and adjoint this does not offer.
     """
     if config.method != "dopri5":
         with torch.inference_mode():
             return solve(func, y0, t, config)
     try:
-        return dopri5_at(func, y0, t, config.rtol, config.atol, config.max_num_steps)
+        return dopri5_at(func, y0, t, config.rtol, config.atol, config.max_num_steps, cache)
     except StepLimitExceeded as exc:
         raise _step_limit_error(str(exc), config) from exc
 
