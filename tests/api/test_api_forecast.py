@@ -166,6 +166,15 @@ def test_non_finite_numbers_are_refused(client, text, field):
     assert error["field"] == field and "finite" in error["msg"]
 
 
+@pytest.mark.parametrize("time", ["true", "null", "[1]", '{"t": 1}'])
+def test_a_time_must_be_a_number_or_a_string(client, time):
+    text = f'"values": [[1.0, 2.0], [0.0, 0.0]], "times": [0, {time}], "at": [2]'
+    answer = client.post("/forecast", content="{\"series\": [{" + text + "}]}",
+                         headers={"Content-Type": "application/json"})
+    error = refusal(answer)
+    assert error["field"] == "series[0].times[1]" and "ISO-8601 timestamp string" in error["msg"]
+
+
 def test_malformed_bodies(client):
     broken = client.post("/forecast", content=b'{"series": [', headers={"Content-Type": "application/json"})
     assert refusal(broken)["msg"].startswith("invalid JSON at character 12")

@@ -7,32 +7,26 @@ What depends on the model (channel count, numeric vs timestamp times, horizon) o
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetPydanticSchema, WithJsonSchema
+from pydantic_core import core_schema
 
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-def _time_point(value: Any) -> float | int | str:
-    """A number or a string; kept as sent so ``at`` can be echoed back unchanged."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:
-            finite = False
-        if finite:
-            return value
-        raise PydanticCustomError("finite_number", "Input should be a finite number")
-    raise PydanticCustomError("time_type", "Input should be a number or an ISO-8601 timestamp string")
-
+# A time as sent: an int, a finite float or a string (kept, so that ``at`` is echoed back
+# unchanged). All in pydantic-core, with no Python call per time point: a per-point Python
+# validator took about a third of the server's own time on a typical request (150 points) and
+# several milliseconds on a batch of 32 series. Strict members: a bool is not a time.
+_TIME_POINT_SCHEMA = core_schema.union_schema(
+    [core_schema.int_schema(strict=True), core_schema.float_schema(strict=True, allow_inf_nan=False),
+     core_schema.str_schema(strict=True)],
+    mode="left_to_right", custom_error_type="time_point",
+    custom_error_message="Input should be a finite number or an ISO-8601 timestamp string")
 
 TimePoint = Annotated[
-    float | str, PlainValidator(_time_point),
+    int | float | str, GetPydanticSchema(lambda _source, _handler: _TIME_POINT_SCHEMA),
     WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}),
 ]
 
