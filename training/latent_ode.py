@@ -383,7 +383,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     if out is not None and ctx.is_main:
         save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
         forecaster = Forecaster.load(out)
-        plot_forecasts(forecaster, holdouts[:config.plot_series], out / PLOT_FILE, seed=config.seed)
+        if config.plot_series > 0:
+            plot_forecasts(forecaster, holdouts[:config.plot_series], out / PLOT_FILE, seed=config.seed)
     distributed.barrier(ctx)
     return forecaster, best
 
