@@ -86,15 +86,16 @@ QUICK = BenchmarkConfig(observed=(30, 100), num_spirals=40, num_samples=4,
                                             encoder="odernn"))
 
 
-def rmse(predicted: list[np.ndarray], test_set: list[Series]) -> float:
-    """RMSE against the clean future, over both coordinates of every test spiral."""
+def squared_errors(predicted: list[np.ndarray], test_set: list[Series]) -> np.ndarray:
+    """(spirals, 100 steps, 2) squared errors against the clean future."""
     truth = np.stack([s.extra["future_values"] for s in test_set])
-    return float(np.sqrt(((np.stack(predicted) - truth) ** 2).mean()))
+    return (np.stack(predicted) - truth) ** 2
 
 
-def run_model(task: tuple[str, int, int], config: BenchmarkConfig) -> dict:
+def run_model(task: tuple[str, int, int], config: BenchmarkConfig, save_dir: Path | None = None) -> dict:
     """Train one model (``latent_ode`` or ``rnn``) on spirals observed at n points with one
-    training seed; its test RMSE."""
+    training seed; its test RMSE, overall and per test spiral (whether a few spirals dominate
+    it). With ``save_dir``, a latent ODE's checkpoint is kept there for later analysis."""
     model, num_observed, training_seed = task
     trainer = dataclasses.replace(config.trainer, seed=training_seed)
     spirals = generate_spirals(config.num_spirals, num_observed, config.noise_std, seed=config.seed)
@@ -103,18 +104,22 @@ def run_model(task: tuple[str, int, int], config: BenchmarkConfig) -> dict:
     futures = [s.extra["future_times"] for s in test_set]
     started = time.perf_counter()
     if model == "latent_ode":
-        forecaster, metrics = train(trainer, train_set, val_set, channels=["x", "y"], source="spirals")
+        out = save_dir / f"latent_ode-n{num_observed}-seed{training_seed}" if save_dir else None
+        forecaster, metrics = train(trainer, train_set, val_set, channels=["x", "y"], source="spirals",
+                                    out=out)
         queries = [ForecastQuery(s.times, s.values, f) for s, f in zip(test_set, futures, strict=True)]
         predicted = [f.mean for f in forecaster.predict(queries, num_samples=config.num_samples,
                                                         seed=config.seed).forecasts]
     else:
         gru, metrics = train_gru(trainer, train_set, val_set)
         predicted = gru.extrapolate(test_set, futures)
+    errors = squared_errors(predicted, test_set)
     return {"num_observed": num_observed, "model": model, "training_seed": training_seed,
             "num_train": len(train_set), "num_val": len(val_set), "num_test": len(test_set),
-            "rmse": rmse(predicted, test_set), "wall_s": time.perf_counter() - started,
+            "rmse": float(np.sqrt(errors.mean())), "wall_s": time.perf_counter() - started,
             "selected_epoch": metrics["epoch"], "steps": metrics["step"],
-            "val_extrap_mse": metrics.get("val_extrap_mse")}
+            "val_extrap_mse": metrics.get("val_extrap_mse"),
+            "rmse_by_spiral": np.sqrt(errors.mean(axis=(1, 2))).round(4).tolist()}
 
 
 def report_part(part: dict) -> dict:
@@ -123,7 +128,7 @@ def report_part(part: dict) -> dict:
     return part
 
 
-def run_all(config: BenchmarkConfig, jobs: int) -> list[dict]:
+def run_all(config: BenchmarkConfig, jobs: int, save_dir: Path | None = None) -> list[dict]:
     """Both models at every n and training seed, in ``jobs`` processes of one torch thread each.
 
     One entry per n; per model, ``rmse`` is the mean over the training seeds and ``runs`` holds
@@ -132,11 +137,11 @@ def run_all(config: BenchmarkConfig, jobs: int) -> list[dict]:
     # The slow latent ODEs first, so that the quick GRUs fill the processes at the end.
     tasks = [(model, n, seed) for model in MODELS for seed in config.training_seeds for n in config.observed]
     if jobs == 1:
-        parts = [report_part(run_model(task, config)) for task in tasks]
+        parts = [report_part(run_model(task, config, save_dir)) for task in tasks]
     else:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            pending = [pool.submit(run_model, task, config) for task in tasks]
+            pending = [pool.submit(run_model, task, config, save_dir) for task in tasks]
             for done in as_completed(pending):
                 report_part(done.result())
             parts = [p.result() for p in pending]
@@ -209,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="train the 2 x len(observed) x len(seeds) models in this many processes, "
                              "1 torch thread each")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default: {RESULTS})")
+    parser.add_argument("--save-models", type=Path, metavar="DIR",
+                        help="keep each latent ODE's checkpoint in DIR/latent_ode-n<N>-seed<S>")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     config = QUICK if args.quick else BenchmarkConfig()
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = dataclasses.replace(config, training_seeds=tuple(args.seeds))
     torch.set_num_threads(1)
     started = time.perf_counter()
-    results = run_all(config, args.jobs)
+    results = run_all(config, args.jobs, args.save_models)
     report = {
         "benchmark": "Chen et al. 2018 Table 2 (spiral extrapolation RMSE vs the clean trajectory)",
         "command": " ".join(["python -m benchmarks.spirals_table2", *argv]),

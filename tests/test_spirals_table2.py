@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from benchmarks.spirals_table2 import PAPER, BenchmarkConfig, main, with_settings
+from service.model.forecaster import Forecaster
 
 
 def test_quick_run_writes_results(tmp_path, capsys):
     out = tmp_path / "table2.json"
-    report = main(["--quick", "--out", str(out)])
+    report = main(["--quick", "--out", str(out), "--save-models", str(tmp_path / "models")])
     saved = json.loads(out.read_text())
     assert saved["command"].startswith("python -m benchmarks.spirals_table2 --quick --out ")
     assert [r["num_observed"] for r in saved["results"]] == list(report["config"]["observed"])
@@ -18,6 +19,12 @@ def test_quick_run_writes_results(tmp_path, capsys):
         assert result["num_test"] > 0
         for model in ("latent_ode", "rnn"):
             assert np.isfinite(result[model]["rmse"]) and result[model]["rmse"] > 0
+            (run,) = result[model]["runs"]
+            by_spiral = np.array(run["rmse_by_spiral"])
+            assert by_spiral.shape == (result["num_test"],)
+            assert np.sqrt(np.mean(by_spiral ** 2)) == pytest.approx(run["rmse"], rel=1e-3)
+        kept = Forecaster.load(tmp_path / "models" / f"latent_ode-n{result['num_observed']}-seed0")
+        assert kept.metrics["epoch"] == result["latent_ode"]["runs"][0]["selected_epoch"]
     printed = capsys.readouterr().out
     assert f"{PAPER['latent_ode'][30]:.4f}" in printed and "| Latent ODE (ours) |" in printed
 
