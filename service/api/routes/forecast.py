@@ -7,12 +7,13 @@ from fastapi import APIRouter, Depends
 
 from service.api import forecasting
 from service.api.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key, serving_model
+from service.api.requests import FastJSONRoute
 from service.api.responses import FastJSONResponse
 from service.api.schemas.common import error_responses
 from service.api.schemas.forecast import ForecastRequest, ForecastResponse
 from service.model.forecaster import KIND
 
-router = APIRouter(tags=["forecast"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["forecast"], dependencies=[Depends(require_api_key)], route_class=FastJSONRoute)
 
 
 @router.post("/forecast", response_model=ForecastResponse, response_class=FastJSONResponse,
