@@ -14,7 +14,10 @@ Hairer-Norsett-Wanner initial step (two evaluations before the first step), the 
 over the whole state, the step controller (safety 0.9, growth at most 10x, shrink on a rejected
 step at most 5x), its fourth-order interpolant, and its step cap: ``max_num_steps`` attempted
 steps (accepted or rejected) between two consecutive requested times. Time runs backwards as
-in torchdiffeq, by integrating ``-f(-s, y)`` forwards in ``s = -t``.
+in torchdiffeq, by integrating ``-f(-s, y)`` forwards in ``s = -t``. The one departure is
+opt-in: a second solve from the same state handed a :class:`StartCache` starts from the first
+one's slope and step-size proposal instead of the initial-step heuristic (answers within the
+tolerance, not to rounding).
 
 No gradient flows through it (the forecaster only needs values); training keeps torchdiffeq.
 """
