@@ -90,7 +90,7 @@ class HiddenDynamics(nn.Module):
     """dh/dt of the ODE-RNN: an MLP with Tanh, as in Rubanova et al.'s ``ode_func_net``.
 
     ``forward`` applies the layers' functions itself rather than calling the Sequential: the
-    encoder evaluates this field four times per grid time of a batch, and three sub-module
+    encoder evaluates this field at least once per grid time of a batch, and three sub-module
     calls cost more than the small matmuls they wrap.
     """
 
