@@ -17,7 +17,7 @@ with the same per-step learning rate decay and gradient clipping, the same movin
 the weights when ``ema_decay`` is set (:func:`training.latent_ode.weight_average`), and the same augmentations
 with the trainer's own functions (random window, random thinning, random context:
 :func:`training.latent_ode.window`, :func:`~training.latent_ode.subsample`,
-:func:`~training.latent_ode.random_count`). The epoch kept is the one with the lowest
+:func:`~training.latent_ode.context_count`). The epoch kept is the one with the lowest
 extrapolation MSE on the same validation holdouts (:func:`training.latent_ode.holdouts_of`; it
 cannot interpolate, so only their tails count).
 
@@ -37,7 +37,7 @@ from torch import nn
 
 from service.model.series import Normalization, Series
 from training.holdout import Holdout
-from training.latent_ode import TrainConfig, holdouts_of, random_count, subsample, weight_average, window
+from training.latent_ode import TrainConfig, context_count, holdouts_of, subsample, weight_average, window
 
 
 class GRUBaseline(nn.Module):
@@ -178,7 +178,7 @@ def train_gru(config: TrainConfig, train_series: list[Series], val_series: list[
                 chosen = [window(c, config.min_window_fraction, rng) for c in chosen]
             if config.min_keep_fraction < 1:
                 chosen = [subsample(c, config.min_keep_fraction, rng) for c in chosen]
-            context = [random_count(c.times.size, config.min_context_fraction, rng) for c in chosen]
+            context = [context_count(c.times.size, config, rng) for c in chosen]
             loss = forecast_loss(model, chosen, context)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

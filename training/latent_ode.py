@@ -110,6 +110,7 @@ class TrainConfig:
     min_window_fraction: float = 0.25  # < 1: each step crops each series to a random window
     min_keep_fraction: float = 0.3  # < 1: each step keeps a random share of each series' points
     min_context_fraction: float = 0.5  # < 1: the encoder reads only a random first share of each
+    max_context_fraction: float = 1.0  # series, between these two fractions of its points
     # validation
     extrap_fraction: float = 0.5
     interp_fraction: float = 0.2
@@ -168,10 +169,11 @@ def check_series(series: list[Series], num_channels: int, where: str) -> None:
             raise ValueError(f"{where} series {s.id!r}: row {int(empty[0])} has no observed channel")
 
 
-def random_count(n: int, min_fraction: float, rng: np.random.Generator) -> int:
-    """Uniform in [ceil(min_fraction * n), n], and at least 2 when n allows."""
+def random_count(n: int, min_fraction: float, rng: np.random.Generator, max_fraction: float = 1.0) -> int:
+    """Uniform in [ceil(min_fraction * n), ceil(max_fraction * n)], and at least 2 when n allows."""
     low = min(n, max(2, math.ceil(min_fraction * n)))
-    return int(rng.integers(low, n + 1))
+    high = min(n, max(low, math.ceil(max_fraction * n)))
+    return int(rng.integers(low, high + 1))
 
 
 def window(s: Series, min_window_fraction: float, rng: np.random.Generator) -> Series:
@@ -189,9 +191,23 @@ def subsample(s: Series, min_keep_fraction: float, rng: np.random.Generator) -> 
     return Series(s.times[keep], s.values[keep], s.id)
 
 
-def prefix(s: Series, min_context_fraction: float, rng: np.random.Generator) -> Series:
-    """The first part of a series, what a forecaster would have seen before the rest."""
-    count = random_count(s.times.size, min_context_fraction, rng)
+def context_count(n: int, config: TrainConfig, rng: np.random.Generator) -> int:
+    """How many of a series' n points the model reads in one training step (the rest it forecasts).
+
+    Why a range: a random cut trains every horizon; where the forecasts asked for have one known
+    horizon (Table 2: read a window, forecast as long again), ``min_context_fraction`` =
+    ``max_context_fraction`` = 0.5 trains that one, as Rubanova et al.'s extrapolation setting does.
+    """
+    if not 0 < config.min_context_fraction <= config.max_context_fraction <= 1:
+        raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
+                         f"{config.min_context_fraction} and {config.max_context_fraction}")
+    return random_count(n, config.min_context_fraction, rng, config.max_context_fraction)
+
+
+def prefix(s: Series, config: TrainConfig, rng: np.random.Generator) -> Series:
+    """The first part of a series, what a forecaster would have seen before the rest: a random
+    share of its points between ``min_context_fraction`` and ``max_context_fraction``."""
+    count = context_count(s.times.size, config, rng)
     return Series(s.times[:count], s.values[:count], s.id)
 
 
@@ -267,7 +283,7 @@ def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, dd
         batch = collate(chosen).to(ctx.device)
         context = None
         if config.min_context_fraction < 1:
-            prefixes = [prefix(s, config.min_context_fraction, rank_rng) for s in chosen]
+            prefixes = [prefix(s, config, rank_rng) for s in chosen]
             context = collate(prefixes).to(ctx.device)
         kl_coef = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
         for group in optimizer.param_groups:
