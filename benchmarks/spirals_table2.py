@@ -38,7 +38,9 @@ Protocol (the data are :mod:`training.data.spirals`; its docstring gives the rea
 ``python -m benchmarks.spirals_table2`` writes ``benchmarks/results/spirals_table2.json`` and
 prints the table for benchmarks/README.md; ``--jobs 2 --seeds 0 1`` trains the twelve models
 in two processes, ``--set FIELD=VALUE`` changes the shared TrainConfig, ``--quick`` is a smoke
-run of a few seconds. ``benchmarks/spirals_table2_sweep.sh`` runs the variants we compared.
+run of a few seconds. ``--merge A.json B.json`` trains nothing and combines separate runs of the
+same protocol (say, different n or seeds in two commands that share the cores) into one report.
+``benchmarks/spirals_table2_sweep.sh`` runs the variants we compared.
 """
 
 from __future__ import annotations
@@ -149,14 +151,19 @@ def run_all(config: BenchmarkConfig, jobs: int, save_dir: Path | None = None) ->
             for done in as_completed(pending):
                 report_part(done.result())
             parts = [p.result() for p in pending]
+    return summarise(parts, config.observed)
+
+
+def summarise(parts: list[dict], observed: tuple[int, ...]) -> list[dict]:
+    """Per n: the counts, and per model the mean and std over the training seeds and each run."""
     results = []
-    for n in config.observed:
+    for n in observed:
         mine = [p for p in parts if p["num_observed"] == n]
         counts = {k: mine[0][k] for k in ("num_train", "num_val", "num_test")}
         entry = {"num_observed": n, **counts}
         for model in MODELS:
-            runs = [{k: v for k, v in p.items() if k not in ("model", "num_observed", *counts)}
-                    for p in mine if p["model"] == model]
+            runs = sorted(({k: v for k, v in p.items() if k not in ("model", "num_observed", *counts)}
+                           for p in mine if p["model"] == model), key=lambda run: run["training_seed"])
             rmses = [r["rmse"] for r in runs]
             entry[model] = {"rmse": float(np.mean(rmses)), "rmse_std": float(np.std(rmses)), "runs": runs}
         results.append(entry)
@@ -172,21 +179,59 @@ def table(results: list[dict]) -> str:
     def row(label: str, cells: list[str]) -> None:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    seeds = [run["training_seed"] for run in results[0]["latent_ode"]["runs"]]
+    seeds = sorted({run["training_seed"] for r in results for run in r["latent_ode"]["runs"]})
+
+    def seed_rmse(result: dict, seed: int) -> str:
+        rmses = [run["rmse"] for run in result["runs"] if run["training_seed"] == seed]
+        return f"{rmses[0]:.4f}" if rmses else "-"
+
     for key, name in (("rnn", "RNN"), ("latent_ode", "Latent ODE")):
         row(f"{name} (paper)", [f"{PAPER[key][n]:.4f}" if n in PAPER[key] else "-" for n in columns])
         if len(seeds) == 1:
             row(f"{name} (ours)", [f"{r[key]['rmse']:.4f}" for r in results])
             continue
-        row(f"{name} (ours, mean ± std of {len(seeds)} seeds)",
+        row(f"{name} (ours, mean ± std over the seeds below)",
             [f"{r[key]['rmse']:.4f} ± {r[key]['rmse_std']:.4f}" for r in results])
-        for i, seed in enumerate(seeds):
-            row(f"{name} (ours, seed {seed})", [f"{r[key]['runs'][i]['rmse']:.4f}" for r in results])
+        for seed in seeds:
+            row(f"{name} (ours, seed {seed})", [seed_rmse(r[key], seed) for r in results])
     row("RNN / latent ODE (paper)", [f"{PAPER['rnn'][n] / PAPER['latent_ode'][n]:.2f}"
                                      if n in PAPER["rnn"] else "-" for n in columns])
     row("RNN / latent ODE (ours, means)",
         [f"{r['rnn']['rmse'] / r['latent_ode']['rmse']:.2f}" for r in results])
     return "\n".join(lines)
+
+
+def merged(paths: list[Path]) -> dict:
+    """One report from several of this benchmark's JSON files: the same protocol, run as separate
+    commands for different n or training seeds (to share a machine's cores between them).
+
+    Refuses files whose configs differ in anything but ``observed`` and ``training_seeds``, or
+    that both hold the same model, n and seed."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    protocol = [{k: v for k, v in r["config"].items() if k not in ("observed", "training_seeds")}
+                for r in reports]
+    for path, other in zip(paths[1:], protocol[1:], strict=True):
+        if other != protocol[0]:
+            changed = sorted(k for k in other if other[k] != protocol[0].get(k))
+            raise SystemExit(f"--merge: {path} has another protocol than {paths[0]} ({', '.join(changed)})")
+    parts, seen = [], set()
+    for path, report in zip(paths, reports, strict=True):
+        for entry in report["results"]:
+            counts = {k: entry[k] for k in ("num_train", "num_val", "num_test")}
+            for model in MODELS:
+                for run in entry[model]["runs"]:
+                    key = (model, entry["num_observed"], run["training_seed"])
+                    if key in seen:
+                        raise SystemExit(f"--merge: {path} repeats {model} at n = {key[1]}, seed {key[2]}")
+                    seen.add(key)
+                    parts.append({**run, "model": model, "num_observed": entry["num_observed"], **counts})
+    observed = tuple(sorted({p["num_observed"] for p in parts}))
+    seeds = tuple(sorted({p["training_seed"] for p in parts}))
+    config = {**reports[0]["config"], "observed": list(observed), "training_seeds": list(seeds)}
+    return {**{k: reports[0][k] for k in ("benchmark", "paper")}, "config": config,
+            "results": summarise(parts, observed),
+            "merged_from": [{"file": str(path), **{k: r[k] for k in ("command", "wall_s", "machine")}}
+                            for path, r in zip(paths, reports, strict=True)]}
 
 
 def with_settings(trainer: TrainConfig, settings: list[str]) -> TrainConfig:
@@ -220,8 +265,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default: {RESULTS})")
     parser.add_argument("--save-models", type=Path, metavar="DIR",
                         help="keep each latent ODE's checkpoint in DIR/latent_ode-n<N>-seed<S>")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="train nothing: combine these result files of separate runs into --out")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.merge:
+        report = merged(args.merge)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(table(report["results"]))
+        return report
     config = QUICK if args.quick else BenchmarkConfig()
     if args.epochs is not None:
         config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, epochs=args.epochs))

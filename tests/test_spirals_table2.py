@@ -50,8 +50,33 @@ def test_each_training_seed_is_a_run_and_the_table_gives_their_mean(tmp_path, ca
         assert runs[0]["rmse"] != runs[1]["rmse"]
         assert result[model]["rmse"] == pytest.approx(np.mean([run["rmse"] for run in runs]))
     printed = capsys.readouterr().out
-    assert "| Latent ODE (ours, mean ± std of 2 seeds) |" in printed
+    assert "| Latent ODE (ours, mean ± std over the seeds below) |" in printed
     assert f"| Latent ODE (ours, seed 1) | {result['latent_ode']['runs'][1]['rmse']:.4f} |" in printed
+
+
+def test_merge_combines_separate_runs_of_one_protocol(tmp_path, capsys):
+    one = main(["--quick", "--observed", "30", "100", "--seeds", "0", "--out", str(tmp_path / "a.json")])
+    two = main(["--quick", "--observed", "30", "--seeds", "1", "--out", str(tmp_path / "b.json")])
+    report = main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                   "--out", str(tmp_path / "merged.json")])
+    assert json.loads((tmp_path / "merged.json").read_text()) == report
+    assert report["config"]["observed"] == [30, 100] and report["config"]["training_seeds"] == [0, 1]
+    assert [source["command"] for source in report["merged_from"]] == [one["command"], two["command"]]
+    at_30, at_100 = report["results"]
+    for model in ("latent_ode", "rnn"):
+        assert [run["rmse"] for run in at_30[model]["runs"]] == [one["results"][0][model]["rmse"],
+                                                                 two["results"][0][model]["rmse"]]
+        assert at_30[model]["rmse"] == pytest.approx(np.mean([run["rmse"] for run in at_30[model]["runs"]]))
+        assert [run["training_seed"] for run in at_100[model]["runs"]] == [0]
+    printed = capsys.readouterr().out
+    assert f"| Latent ODE (ours, seed 1) | {at_30['latent_ode']['runs'][1]['rmse']:.4f} | - |" in printed
+
+    first, other, out = (str(tmp_path / name) for name in ("a.json", "c.json", "m.json"))
+    with pytest.raises(SystemExit, match="repeats latent_ode at n = 30, seed 0"):
+        main(["--merge", first, first, "--out", out])
+    main(["--quick", "--observed", "30", "--seeds", "2", "--set", "lr=0.02", "--out", other])
+    with pytest.raises(SystemExit, match="another protocol than .*a.json \\(trainer\\)"):
+        main(["--merge", first, other, "--out", out])
 
 
 def test_set_changes_the_shared_trainer_config():
