@@ -11,7 +11,8 @@ union time grid and the negative ELBO/IWAE bound is minimised (KL annealed linea
 augmentations matter for forecasting (on spirals they took the clean-future RMSE from 2.3 to
 about 0.8): with ``min_context_fraction`` < 1 the encoder reads only a random first part of each
 series while the likelihood covers all of it, which trains the model to forecast (Rubanova et
-al.'s extrapolation setting, with a random cut instead of a fixed half); with
+al.'s extrapolation setting, with a random cut instead of a fixed half; ``max_context_fraction``
+= ``min_context_fraction`` = 0.5 is their half, which the Table 2 benchmark uses); with
 ``min_window_fraction`` < 1 each series is first cropped to a random window, so that every phase
 of a trajectory serves as a start and the autonomous dynamics learn to continue from states
 that a whole series only reaches at its end. Where the series already start at every phase and
