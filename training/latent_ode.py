@@ -118,6 +118,13 @@ class TrainConfig:
     val_samples: int = 16
     plot_series: int = 4
 
+    def __post_init__(self) -> None:
+        # Checked here, once, rather than where the fractions are used (per series per step, and
+        # never by the latent-ODE trainer when min_context_fraction is 1).
+        if not 0 < self.min_context_fraction <= self.max_context_fraction <= 1:
+            raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
+                             f"{self.min_context_fraction} and {self.max_context_fraction}")
+
     def model_config(self, num_channels: int) -> LatentODEConfig:
         """The network's config: the architecture fields above, the solvers, the data's channels."""
         architecture = {name: getattr(self, name) for name in ARCHITECTURE}
@@ -199,9 +206,6 @@ def context_count(n: int, config: TrainConfig, rng: np.random.Generator) -> int:
     horizon (Table 2: read a window, forecast as long again), ``min_context_fraction`` =
     ``max_context_fraction`` = 0.5 trains that one, as Rubanova et al.'s extrapolation setting does.
     """
-    if not 0 < config.min_context_fraction <= config.max_context_fraction <= 1:
-        raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
-                         f"{config.min_context_fraction} and {config.max_context_fraction}")
     return random_count(n, config.min_context_fraction, rng, config.max_context_fraction)
 
 
