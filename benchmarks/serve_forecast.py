@@ -15,6 +15,13 @@ pure Python. In the same alternation the same request is also sent with the stan
 costs and what the client library costs can be told apart. Both clients serialise the body
 the same way (``json.dumps``, compact) inside the timed call.
 
+Each request is also sent, with both clients and in the same alternation, to
+``least_server.py``: the least FastAPI server that answers the same forecast the way issue #3
+asks (a plain ``def`` route in the threadpool), with no validation, checks, dependencies,
+middleware, metrics or logs. Its overhead is the floor that uvicorn, FastAPI, the threadpool
+hop and each client set on this machine; odecast's overhead minus it is what odecast's own
+serving code costs (results under ``least_server_*``).
+
     python benchmarks/serve_forecast.py [--models-dir models] [--model spirals] [--requests 300]
 
 Prints a table and writes benchmarks/results/serve_forecast.json.
@@ -23,7 +30,10 @@ Prints a table and writes benchmarks/results/serve_forecast.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -46,6 +56,8 @@ from service.api.cpu import available_cpus  # noqa: E402
 from service.model.forecaster import Forecaster, ForecastQuery  # noqa: E402
 
 QUANTILES = [0.05, 0.5, 0.95]
+# Per server: latencies with each client, and their overheads (see overhead_summary).
+RESULT_KEYS = ("http", "http_stdlib_client", "overhead_ms", "overhead_ms_stdlib_client")
 
 
 def make_series(rng: np.random.Generator, channels: int, observations: int, times: int) -> dict:
@@ -144,17 +156,22 @@ def speed_probe() -> float:
     return float(np.median(seconds) * 1e6)
 
 
-def start_server(models_dir: Path, model: str, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "ODECAST_DEFAULT_MODEL": model, "ODECAST_TORCH_THREADS": str(threads)}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", "0", "--models-dir",
-                                str(models_dir)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+def start_server(command: list[str], env: dict[str, str], log: Path | None) -> tuple[subprocess.Popen, str]:
+    """Start a server that logs uvicorn's "running on" line; its stderr goes on to ``log``."""
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stderr=subprocess.PIPE,
+                               text=True)
+
+    def drain() -> None:  # keep reading, so that the server never blocks on a full pipe
+        rest = "".join(process.stderr)
+        if log is not None:
+            log.write_text(rest)
+
     for line in process.stderr:
         match = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
         if match:
-            # Keep draining the log so the server never blocks on a full pipe.
-            threading.Thread(target=lambda: log.write_text("".join(process.stderr)), daemon=True).start()
+            threading.Thread(target=drain, daemon=True).start()
             return process, match.group(1)
-    raise RuntimeError(f"server did not start (exit {process.wait()})")
+    raise RuntimeError(f"{command[1]} did not start (exit {process.wait()})")
 
 
 def main() -> None:
@@ -185,44 +202,55 @@ def main() -> None:
     probe_before = speed_probe()
     server_log = args.out.with_suffix(".server.log")
     server_log.parent.mkdir(parents=True, exist_ok=True)
-    process, url = start_server(args.models_dir, args.model, args.threads, server_log)
-    results: dict = {"direct": {}, "http": {}, "overhead_ms": {}, "http_stdlib_client": {},
-                     "overhead_ms_stdlib_client": {}}
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=120)
-    try:
-        with httpx.Client(base_url=url, timeout=120) as client:
-            senders = {"http": lambda body: post_with_httpx(client, body),
-                       "http_stdlib_client": lambda body: post_with_http_client(connection, body)}
-            overhead_keys = {"http": "overhead_ms", "http_stdlib_client": "overhead_ms_stdlib_client"}
-            for name, (series, count) in cases.items():
-                body = request_body(args.model, series, 64)
-                call_direct = direct(series)
-                direct_seconds = []
-                http_seconds: dict[str, list[float]] = {side: [] for side in senders}
-                parts: dict[str, list[tuple[float, float]]] = {side: [] for side in senders}
-                for _ in range(count + 3):  # the first 3 of each are warm-up
-                    direct_seconds += time_calls(call_direct, 1, warmup=0)
-                    for side, send in senders.items():
-                        started = time.perf_counter()
-                        timing = server_timing(send(body))
-                        http_seconds[side].append(time.perf_counter() - started)
-                        parts[side].append((http_seconds[side][-1] * 1000 - timing["model"],
-                                            timing["app"] - timing["model"]))
-                results["direct"][name] = summary(direct_seconds[3:])
-                for side in senders:
-                    results[side][name] = summary(http_seconds[side][3:])
-                    results[overhead_keys[side]][name] = overhead_summary(parts[side][3:])
-                print(f"{name}: direct p50 {results['direct'][name]['p50_ms']:.2f} ms, http p50 "
-                      f"{results['http'][name]['p50_ms']:.2f} ms (httpx), "
-                      f"{results['http_stdlib_client'][name]['p50_ms']:.2f} ms (http.client)", flush=True)
-            typical_body = request_body(args.model, typical, 64)
-            results["concurrent_rps"] = {f"typical, {args.clients} clients":
-                                         concurrent_throughput(url, typical_body, args.clients, 10.0)}
-    finally:
-        connection.close()
-        process.terminate()
-        process.wait(timeout=60)
+    servers = {
+        "": start_server([sys.executable, "-m", "service.cli", "serve", "--port", "0", "--models-dir",
+                          str(args.models_dir)],
+                         {"ODECAST_DEFAULT_MODEL": args.model, "ODECAST_TORCH_THREADS": str(args.threads)},
+                         server_log),
+        "least_server_": start_server([sys.executable, str(ROOT / "benchmarks" / "least_server.py"),
+                                       "--models-dir", str(args.models_dir), "--model", args.model,
+                                       "--threads", str(args.threads)], {}, None),
+    }
+    results: dict = {f"{server}{key}": {} for server in servers for key in RESULT_KEYS}
+    results["direct"] = {}
+    with contextlib.ExitStack() as stack:
+        for process, _ in servers.values():
+            stack.callback(process.wait, timeout=60)
+            stack.callback(process.terminate)
+        # One keep-alive connection per server and client, each request sent from inside the
+        # alternation: "http" is httpx, "http_stdlib_client" http.client.
+        senders = {}
+        for server, (_, url) in servers.items():
+            client = stack.enter_context(httpx.Client(base_url=url, timeout=120))
+            host, port = url.removeprefix("http://").split(":")
+            connection = http.client.HTTPConnection(host, int(port), timeout=120)
+            stack.callback(connection.close)
+            senders[f"{server}http"] = functools.partial(post_with_httpx, client)
+            senders[f"{server}http_stdlib_client"] = functools.partial(post_with_http_client, connection)
+        for name, (series, count) in cases.items():
+            body = request_body(args.model, series, 64)
+            call_direct = direct(series)
+            direct_seconds = []
+            http_seconds: dict[str, list[float]] = {side: [] for side in senders}
+            parts: dict[str, list[tuple[float, float]]] = {side: [] for side in senders}
+            for _ in range(count + 3):  # the first 3 of each are warm-up
+                direct_seconds += time_calls(call_direct, 1, warmup=0)
+                for side, send in senders.items():
+                    started = time.perf_counter()
+                    timing = server_timing(send(body))
+                    http_seconds[side].append(time.perf_counter() - started)
+                    parts[side].append((http_seconds[side][-1] * 1000 - timing["model"],
+                                        timing["app"] - timing["model"]))
+            results["direct"][name] = summary(direct_seconds[3:])
+            for side in senders:
+                results[side][name] = summary(http_seconds[side][3:])
+                results[side.replace("http", "overhead_ms", 1)][name] = overhead_summary(parts[side][3:])
+            print(f"{name}: direct p50 {results['direct'][name]['p50_ms']:.2f} ms, http p50 "
+                  f"{results['http'][name]['p50_ms']:.2f} ms (httpx), "
+                  f"{results['http_stdlib_client'][name]['p50_ms']:.2f} ms (http.client)", flush=True)
+        typical_body = request_body(args.model, typical, 64)
+        results["concurrent_rps"] = {f"typical, {args.clients} clients":
+                                     concurrent_throughput(servers[""][1], typical_body, args.clients, 10.0)}
 
     results["setup"] = {
         "command": "python " + " ".join(sys.argv), "model": args.model, "model_version": forecaster.version,
@@ -234,14 +262,16 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'case':58s} {'p50':>8s} {'p95':>8s} {'p99':>8s} {'req/s':>8s}")
-    for side in ("direct", "http", "http_stdlib_client"):
+    for side in ("direct", *(f"{server}{key}" for server in servers for key in RESULT_KEYS[:2])):
         for name, row in results[side].items():
             print(f"{side + ': ' + name:58s} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['p99_ms']:8.2f} "
                   f"{row['throughput_rps']:8.1f}")
-    for key, client_name in (("overhead_ms", "httpx"), ("overhead_ms_stdlib_client", "http.client")):
-        for name, overhead in results[key].items():
-            print(f"HTTP overhead ({client_name}), {name}: p50 {overhead['p50']:.2f} ms (in the server "
-                  f"{overhead['in_server_p50']:.2f}, client and transport "
+    for (server, server_name), (key, client_name) in itertools.product(
+            (("", "odecast"), ("least_server_", "least server")),
+            (("overhead_ms", "httpx"), ("overhead_ms_stdlib_client", "http.client"))):
+        for name, overhead in results[server + key].items():
+            print(f"HTTP overhead ({server_name}, {client_name}), {name}: p50 {overhead['p50']:.2f} ms "
+                  f"(in the server {overhead['in_server_p50']:.2f}, client and transport "
                   f"{overhead['client_and_transport_p50']:.2f}), p95 {overhead['p95']:.2f} ms")
     for name, rps in results["concurrent_rps"].items():
         print(f"throughput, {name}: {rps:.1f} req/s")
