@@ -156,22 +156,23 @@ def speed_probe() -> float:
     return float(np.median(seconds) * 1e6)
 
 
-def start_server(command: list[str], env: dict[str, str], log: Path | None) -> tuple[subprocess.Popen, str]:
-    """Start a server that logs uvicorn's "running on" line; its stderr goes on to ``log``."""
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stderr=subprocess.PIPE,
-                               text=True)
+def start_server(command: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """Start a server whose stderr goes to ``log``; its URL from uvicorn's "running on" line there.
 
-    def drain() -> None:  # keep reading, so that the server never blocks on a full pipe
-        rest = "".join(process.stderr)
-        if log is not None:
-            log.write_text(rest)
-
-    for line in process.stderr:
-        match = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+    The log goes straight to a file rather than through a pipe drained by a thread here, so
+    that nothing in this process but the timed calls runs while requests are timed (the pipe
+    made no difference that a run could tell from noise; the file makes sure).
+    """
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stderr=stderr)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        match = re.search(r"running on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
         if match:
-            threading.Thread(target=drain, daemon=True).start()
             return process, match.group(1)
-    raise RuntimeError(f"{command[1]} did not start (exit {process.wait()})")
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{command[1]} did not start (exit {process.wait()}); see {log}")
 
 
 def main() -> None:
@@ -209,7 +210,8 @@ def main() -> None:
                          server_log),
         "least_server_": start_server([sys.executable, str(ROOT / "benchmarks" / "least_server.py"),
                                        "--models-dir", str(args.models_dir), "--model", args.model,
-                                       "--threads", str(args.threads)], {}, None),
+                                       "--threads", str(args.threads)], {},
+                                      args.out.with_suffix(".least_server.log")),
     }
     results: dict = {f"{server}{key}": {} for server in servers for key in RESULT_KEYS}
     results["direct"] = {}
