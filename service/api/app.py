@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.cpu import configure_torch_threads
 from service.api.errors import install_error_handlers
+from service.api.logs import stop_background_writer
 from service.api.metrics import Metrics
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.api.registry import ModelRegistry
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         gc.unfreeze()
         app.state.registry = None
+        stop_background_writer()
 
     app = FastAPI(title="odecast", version=__version__, description=describe(settings), lifespan=lifespan)
     app.state.settings = settings

@@ -46,16 +46,23 @@ def server(models_dir):
         seen.append(entry)
         match = re.search(r"running on (http://127\.0\.0\.1:\d+)", entry["message"])
         url = match.group(1) if match else None
-    try:
-        assert url, f"server did not start; log: {seen}"
-        yield url, seen, lambda: read_logs(time.monotonic() + 2)
-    finally:
+    def stop() -> None:
+        """Stop the server as a process manager does (SIGTERM); read its log to the end."""
         process.terminate()
         process.wait(timeout=30)
+        read_logs(time.monotonic() + 5)
+
+    try:
+        assert url, f"server did not start; log: {seen}"
+        yield url, seen, lambda: read_logs(time.monotonic() + 2), stop
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def test_served_over_http(server):
-    url, logs, drain = server
+    url, logs, drain, stop = server
     with httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/v2/health/ready").json() == {"ready": True}
         answer = client.post("/forecast", headers={"X-Request-ID": "live-1"}, json={
@@ -70,3 +77,15 @@ def test_served_over_http(server):
     access = [entry for entry in logs
               if entry["logger"] == "odecast.access" and entry["request_id"] == "live-1"]
     assert access and access[0]["status"] == 200 and access[0]["path"] == "/forecast"
+
+
+def test_every_log_line_is_written_when_the_server_stops(server):
+    """Lines are written by a background thread while serving; stopping must not lose any."""
+    url, logs, _, stop = server
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in range(20):
+            assert client.get("/v2/health/live", headers={"X-Request-ID": f"stop-{i}"}).status_code == 200
+    stop()
+    ids = [entry["request_id"] for entry in logs if entry["logger"] == "odecast.access"]
+    assert ids == [f"stop-{i}" for i in range(20)]
+    assert logs[-1]["message"].startswith("Finished server process")

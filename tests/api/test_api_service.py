@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.api.logs import JsonFormatter, request_id_var
+from service.api.logs import JsonFormatter, configure_logging, request_id_var, stop_background_writer
 from service.api.settings import Settings
 
 BROKEN = {"tampered": "does not match", "foreign": "kind 'gpt'", "garbled": "not valid JSON"}
@@ -127,6 +127,35 @@ def test_json_formatter_carries_the_context_request_id():
     finally:
         request_id_var.reset(token)
     assert line["request_id"] == "rid-1" and line["message"] == "hi there" and line["model"] == "tiny"
+
+
+def test_background_log_writer_keeps_request_ids_tracebacks_and_every_line(capsys):
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")
+        log = logging.getLogger("odecast.test")
+        for i in range(200):
+            token = request_id_var.set(f"rid-{i}")
+            log.info("line %d", i, extra={"index": i})
+            request_id_var.reset(token)
+        token = request_id_var.set("rid-error")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+        request_id_var.reset(token)
+        stop_background_writer()  # as the app's shutdown does: everything queued is written
+        log.info("after")         # and later lines go straight to stderr
+    finally:
+        stop_background_writer()
+        root.handlers[:], root.level = handlers, level
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    ours = [line for line in lines if line["logger"] == "odecast.test"]
+    assert [(line["message"], line["request_id"], line["index"]) for line in ours[:200]] == [
+        (f"line {i}", f"rid-{i}", i) for i in range(200)]
+    assert ours[200]["request_id"] == "rid-error" and "ValueError: boom" in ours[200]["exception"]
+    assert ours[201]["message"] == "after" and ours[201]["request_id"] is None and len(ours) == 202
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
