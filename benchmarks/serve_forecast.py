@@ -18,9 +18,9 @@ the same way (``json.dumps``, compact) inside the timed call.
 Each request is also sent, with both clients and in the same alternation, to
 ``least_server.py``: the least FastAPI server that answers the same forecast the way issue #3
 asks (a plain ``def`` route in the threadpool), with no validation, checks, dependencies,
-middleware, metrics or logs. Its overhead is the floor that uvicorn, FastAPI, the threadpool
-hop and each client set on this machine; odecast's overhead minus it is what odecast's own
-serving code costs (results under ``least_server_*``).
+middleware, metrics or logs. Its overhead is what uvicorn, FastAPI, the threadpool hop and
+each client cost on this machine for this request; odecast's overhead minus it is what
+odecast's own serving code costs (results under ``least_server_*``).
 
     python benchmarks/serve_forecast.py [--models-dir models] [--model spirals] [--requests 300]
 
