@@ -147,3 +147,20 @@ def test_step_cap_surfaces_as_solver_error():
     model = model_for("rnn", solver=SolverConfig(method="dopri5", rtol=1e-9, atol=1e-9, max_num_steps=1))
     with pytest.raises(SolverStepLimitError):
         model(collate([Series(np.linspace(0, 5, 4), np.ones((4, 2)), "s")]))
+
+
+@pytest.mark.parametrize("field", ["latent dynamics", "ODE-RNN hidden dynamics"])
+def test_fields_use_their_current_weights_after_loading_and_conversion(field):
+    """The fields read their weights from a tuple made at construction: it must follow
+    load_state_dict and dtype conversion, as the Sequential they mirror does."""
+    model = model_for("odernn")
+    func = model.dynamics.func if field == "latent dynamics" else model.encoder.dynamics.func
+    size = func.net[0].in_features
+    z = torch.randn(4, size)
+    torch.testing.assert_close(func(None, z), func.net(z), rtol=0, atol=0)
+    torch.manual_seed(1)
+    func.load_state_dict({k: torch.randn_like(v) for k, v in func.state_dict().items()})
+    torch.testing.assert_close(func(None, z), func.net(z), rtol=0, atol=0)
+    func.double()
+    assert func(None, z.double()).dtype == torch.float64
+    torch.testing.assert_close(func(None, z.double()), func.net(z.double()), rtol=0, atol=0)

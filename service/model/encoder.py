@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_sequence
 
 from service.model.batching import Batch
-from service.model.solver import CountingFunc, SolverConfig, solve
+from service.model.solver import CountingFunc, SolverConfig, layer_weights, solve
 
 ENCODER_KINDS = ("rnn", "odernn")
 
@@ -89,7 +89,8 @@ class RNNEncoder(BackwardEncoder):
 class HiddenDynamics(nn.Module):
     """dh/dt of the ODE-RNN: an MLP with Tanh, as in Rubanova et al.'s ``ode_func_net``.
 
-    ``forward`` applies the layers' functions itself rather than calling the Sequential: the
+    ``forward`` applies the layers' functions itself, on weights taken once
+    (:func:`service.model.solver.layer_weights`), rather than calling the Sequential: the
     encoder evaluates this field at least once per grid time of a batch, and three sub-module
     calls cost more than the small matmuls they wrap.
     """
@@ -97,12 +98,11 @@ class HiddenDynamics(nn.Module):
     def __init__(self, hidden_size: int, units: int):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(hidden_size, units), nn.Tanh(), nn.Linear(units, hidden_size))
-        # A tuple, so the layers are not registered (and saved) a second time.
-        self.linears = (self.net[0], self.net[2])
+        self.weights = layer_weights(self.net)
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        first, last = self.linears
-        return F.linear(torch.tanh(F.linear(h, first.weight, first.bias)), last.weight, last.bias)
+        (first_weight, first_bias), (last_weight, last_bias) = self.weights
+        return F.linear(torch.tanh(F.linear(h, first_weight, first_bias)), last_weight, last_bias)
 
 
 class ODERNNEncoder(BackwardEncoder):

@@ -95,6 +95,16 @@ class CountingFunc(nn.Module):
         return self.func(t, y)
 
 
+def layer_weights(net: nn.Sequential) -> tuple[tuple[nn.Parameter, nn.Parameter], ...]:
+    """(weight, bias) of each ``nn.Linear`` in ``net``, in order: the Parameter objects themselves.
+
+    A plain tuple is not registered (or saved) a second time, and it stays current: loading a
+    state dict copies into these Parameters, and ``.to()`` / ``.double()`` replace their data,
+    not the Parameters (tests check both).
+    """
+    return tuple((layer.weight, layer.bias) for layer in net if isinstance(layer, nn.Linear))
+
+
 def solver_options(config: SolverConfig) -> dict[str, Any]:
     if config.method in ADAPTIVE_METHODS:
         return {"max_num_steps": config.max_num_steps}
