@@ -180,6 +180,23 @@ def test_api_key_accepted_and_probes_stay_open(make_client):
         assert client.get(path).status_code == 200, path
 
 
+def test_openapi_asks_for_the_api_key_only_when_the_server_has_one(make_client):
+    guarded = [("/forecast", "post"), ("/classify", "post"), ("/models", "get"), ("/v2/models/{name}", "get"),
+               ("/v2/models/{name}/infer", "post")]
+    open_paths = [("/v2/health/live", "get"), ("/v2/health/ready", "get"), ("/v2/models/{name}/ready", "get"),
+                  ("/metrics", "get")]
+    keyed = make_client(api_key="secret").get("/openapi.json").json()
+    assert set(keyed["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+    for path, method in guarded:
+        assert keyed["paths"][path][method]["security"] == [{"APIKeyHeader": []}, {"HTTPBearer": []}], path
+    for path, method in open_paths:
+        assert "security" not in keyed["paths"][path][method], path
+    keyless = make_client().get("/openapi.json").json()
+    assert "securitySchemes" not in keyless["components"]
+    operations = [operation for item in keyless["paths"].values() for operation in item.values()]
+    assert operations and not any("security" in operation for operation in operations)
+
+
 def test_body_over_the_limit_is_413_by_declared_length(make_client):
     client = make_client(max_body_bytes=100)
     answer = client.post("/forecast", content=b"{" + b" " * 200 + b"}",

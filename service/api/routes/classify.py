@@ -15,14 +15,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api import classifying
-from service.api.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key, serving_model
+from service.api.deps import MetricsDep, RegistryDep, SettingsDep, serving_model
 from service.api.errors import ApiError, Loc, body_validation_error
 from service.api.responses import FastJSONResponse
 from service.api.schemas.classify import ClassifyRequest, ClassifyResponse
 from service.api.schemas.common import error_responses
 from service.model.classifier import KIND
 
-router = APIRouter(tags=["classify"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["classify"])
 
 FORM_FIELDS = ("file", "model")
 MULTIPART_SCHEMA = {

@@ -3,17 +3,17 @@ event loop, and health probes keep answering while a forecast is being solved.""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from service.api import forecasting
-from service.api.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key, serving_model
+from service.api.deps import MetricsDep, RegistryDep, SettingsDep, serving_model
 from service.api.requests import FastJSONRoute
 from service.api.responses import FastJSONResponse
 from service.api.schemas.common import error_responses
 from service.api.schemas.forecast import ForecastRequest, ForecastResponse
 from service.model.forecaster import KIND
 
-router = APIRouter(tags=["forecast"], dependencies=[Depends(require_api_key)], route_class=FastJSONRoute)
+router = APIRouter(tags=["forecast"], route_class=FastJSONRoute)
 
 
 @router.post("/forecast", response_model=ForecastResponse, response_class=FastJSONResponse,

@@ -6,16 +6,18 @@ readiness, not killed); readiness is 200 only while the default model is loaded.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from service import __version__
-from service.api.deps import RegistryDep, SettingsDep, require_api_key
+from service.api.deps import RegistryDep, SettingsDep
 from service.api.errors import ApiError
 from service.api.registry import ModelEntry, ModelRegistry
 from service.api.schemas.common import error_responses
 from service.api.schemas.models import ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
 
 router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol v2)"])
+# The model's metadata is not a probe: it sits behind the API key when the server has one.
+metadata_router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol v2)"])
 
 
 def _entry(registry: ModelRegistry, name: str) -> ModelEntry:
@@ -46,8 +48,8 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="odecast", version=__version__, extensions=[])
 
 
-@router.get("/models/{name}", response_model=ModelMetadata, dependencies=[Depends(require_api_key)],
-            responses=error_responses(401, 404, 503, oip=True))
+@metadata_router.get("/models/{name}", response_model=ModelMetadata,
+                     responses=error_responses(401, 404, 503, oip=True))
 async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     """The model's versions, inputs and outputs."""
     entry = _entry(registry, name)

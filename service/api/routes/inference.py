@@ -8,14 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from service.api import classifying, inference
-from service.api.deps import MetricsDep, RegistryDep, SettingsDep, require_api_key, serving_model
+from service.api.deps import MetricsDep, RegistryDep, SettingsDep, serving_model
 from service.api.responses import FastJSONResponse
 from service.api.schemas.common import error_responses
 from service.api.schemas.inference import InferResponse
 from service.model.classifier import KIND
 
-router = APIRouter(prefix="/v2", tags=["inference (Open Inference Protocol v2)"],
-                   dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v2", tags=["inference (Open Inference Protocol v2)"])
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, response_class=FastJSONResponse,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from service.api.deps import RegistryDep, SettingsDep, require_api_key
+from service.api.deps import RegistryDep, SettingsDep
 from service.api.schemas.common import error_responses
 from service.api.schemas.models import ModelInfo, ModelList
 
-router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["models"])
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401, 503))
