@@ -42,6 +42,13 @@ sys.path.insert(0, str(ROOT))
 from service.model.forecaster import Forecaster, ForecastQuery  # noqa: E402
 
 
+def queries_from_json(series: list[dict]) -> list[ForecastQuery]:
+    """Each JSON series as a query, with no checks (``null`` values become NaN): what this server
+    predicts from, and what ``serve_forecast.py`` calls directly, so both ask the same."""
+    return [ForecastQuery(np.asarray(s["times"], dtype=np.float64), np.array(s["values"], dtype=np.float64),
+                          np.asarray(s["at"], dtype=np.float64)) for s in series]
+
+
 async def raw_body(request: Request) -> bytes:
     return await request.body()
 
@@ -52,9 +59,7 @@ def create_least_app(forecaster: Forecaster) -> FastAPI:
     @app.post("/forecast")
     def forecast(body: Annotated[bytes, Depends(raw_body)], request: Request) -> Response:
         data = orjson.loads(body)
-        queries = [ForecastQuery(np.asarray(s["times"], dtype=np.float64),
-                                 np.array(s["values"], dtype=np.float64),
-                                 np.asarray(s["at"], dtype=np.float64)) for s in data["series"]]
+        queries = queries_from_json(data["series"])
         started = time.perf_counter()
         prediction = forecaster.predict(queries, quantiles=data["quantiles"], num_samples=data["num_samples"],
                                         seed=data["seed"])

@@ -52,8 +52,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.least_server import queries_from_json  # noqa: E402
 from service.api.cpu import available_cpus  # noqa: E402
-from service.model.forecaster import Forecaster, ForecastQuery  # noqa: E402
+from service.model.forecaster import Forecaster  # noqa: E402
 
 QUANTILES = [0.05, 0.5, 0.95]
 # Per server: latencies with each client, and their overheads (see overhead_summary).
@@ -196,8 +197,7 @@ def main() -> None:
              "batch (32 such series)": (batch, args.batch_requests)}
 
     def direct(series: list[dict]):
-        queries = [ForecastQuery(np.asarray(s["times"]), np.array(s["values"], dtype=np.float64),
-                                 np.asarray(s["at"])) for s in series]
+        queries = queries_from_json(series)
         return lambda: forecaster.predict(queries, quantiles=QUANTILES, num_samples=64, seed=0)
 
     probe_before = speed_probe()
