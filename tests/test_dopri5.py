@@ -1,11 +1,11 @@
-"""The inference Dormand-Prince against torchdiffeq's dopri5, which it must reproduce."""
+"""The inference Dormand-Prince against torchdiffeq's dopri5, which it must reproduce for each
+problem alone, and its problems solved together against each solved alone."""
 
 import pytest
 import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from service.model.dopri5 import StartCache
 from service.model.solver import CountingFunc, SolverConfig, SolverStepLimitError, solve_for_inference
 
 torch.set_num_threads(1)  # tiny float64 matmuls are ~100x slower on two threads of a busy machine
@@ -39,7 +39,7 @@ def test_float64_matches_torchdiffeq_and_its_nfe(sign):
     with torch.no_grad():
         expected = odeint(field, y0, t, rtol=config.rtol, atol=config.atol, method="dopri5")
     expected_nfe, field.nfe = field.nfe, 0
-    got = solve_for_inference(field, y0, t, config)
+    got, = solve_for_inference(field, y0[None], [t], config)
     assert got.shape == (101, 64, 3, 4)
     assert field.nfe == expected_nfe
     assert torch.allclose(got, expected, rtol=0, atol=1e-9)
@@ -54,7 +54,7 @@ def test_float32_is_within_tolerance_of_a_float64_solve(sign):
     with torch.no_grad():
         reference = odeint(Autonomous(net).double(), y0.double(), t.double(), rtol=1e-3, atol=1e-4)
     net.float()
-    got = solve_for_inference(Autonomous(net), y0, t, config).double()
+    got = solve_for_inference(Autonomous(net), y0[None], [t], config)[0].double()
     scale = config.atol + config.rtol * reference.abs()
     # The solver's own error norm (RMS over the state), at every requested time, in tolerances.
     assert ((got - reference) / scale).pow(2).flatten(1).mean(1).sqrt().max() < 0.1
@@ -62,8 +62,9 @@ def test_float32_is_within_tolerance_of_a_float64_solve(sign):
 
 def test_a_single_time_is_the_initial_state():
     y0 = torch.randn(5, 4)
-    got = solve_for_inference(Autonomous(random_field(torch.float32)), y0, torch.zeros(1), SolverConfig())
-    assert torch.equal(got, y0[None])
+    field = Autonomous(random_field(torch.float32))
+    got = solve_for_inference(field, y0[None], [torch.zeros(1)], SolverConfig())
+    assert len(got) == 1 and torch.equal(got[0], y0[None])
 
 
 class Stiff(nn.Module):
@@ -74,7 +75,7 @@ class Stiff(nn.Module):
 def test_step_cap_raises_the_solver_error():
     config = SolverConfig(rtol=1e-9, atol=1e-9, max_num_steps=20)
     with pytest.raises(SolverStepLimitError, match="max_num_steps"):
-        solve_for_inference(Stiff(), torch.ones(1), torch.tensor([0.0, 10.0]), config)
+        solve_for_inference(Stiff(), torch.ones(1, 1), [torch.tensor([0.0, 10.0])], config)
 
 
 def test_a_non_finite_field_ends_in_the_solver_error_where_torchdiffeq_gives_up():
@@ -87,7 +88,7 @@ def test_a_non_finite_field_ends_in_the_solver_error_where_torchdiffeq_gives_up(
         odeint(field, torch.ones(3), t, rtol=1e-3, atol=1e-4)
     torchdiffeq_nfe, field.nfe = field.nfe, 0
     with pytest.raises(SolverStepLimitError, match="not finite"):
-        solve_for_inference(field, torch.ones(3), t, SolverConfig())
+        solve_for_inference(field, torch.ones(1, 3), [t], SolverConfig())
     assert field.nfe == torchdiffeq_nfe
 
 
@@ -105,7 +106,7 @@ def test_step_cap_counts_steps_between_requested_times_as_torchdiffeq_does(cap):
         except AssertionError:
             torchdiffeq_finished = False
         try:
-            solve_for_inference(field, y0, t, config)
+            solve_for_inference(field, y0[None], [t], config)
             finished = True
         except SolverStepLimitError:
             finished = False
@@ -116,33 +117,58 @@ def test_other_methods_go_through_solve_without_gradients():
     net = random_field(torch.float32)
     y0 = torch.randn(5, 4, requires_grad=True)
     config = SolverConfig(method="rk4", step_size=0.1)
-    got = solve_for_inference(Autonomous(net), y0, torch.tensor([0.0, 1.0]), config)
-    assert not got.requires_grad
+    got = solve_for_inference(Autonomous(net), y0[None], [torch.tensor([0.0, 1.0])], config)
+    assert not got[0].requires_grad
 
 
-def test_a_backward_solve_from_the_forward_solves_start_is_cheaper_and_as_accurate():
-    field = CountingFunc(Autonomous(random_field(torch.float64, seed=6)))
-    y0 = torch.randn(64, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    forward_t = requested_times(1.0, torch.float64)
-    backward_t = requested_times(-1.0, torch.float64, count=20)
+def problems(count: int = 6) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """States of different sizes, forward and backward, to times of different reach."""
+    generator = torch.Generator().manual_seed(8)
+    y0 = torch.randn(count, 16, 4, dtype=torch.float64, generator=generator)
+    y0 *= torch.logspace(-2, 1, count, dtype=torch.float64)[:, None, None]
+    times = []
+    for p in range(count):
+        reach = 0.3 + 5 * torch.rand(1, generator=generator, dtype=torch.float64)
+        later = torch.sort(torch.rand(10 + 7 * p, generator=generator, dtype=torch.float64)).values * reach
+        times.append((1.0 if p % 2 else -1.0) * torch.cat([torch.zeros(1, dtype=torch.float64), later]))
+    return y0, times
+
+
+def test_problems_solved_together_get_the_answers_they_get_alone():
+    field = Autonomous(random_field(torch.float64, seed=6))
+    y0, times = problems()
     config = SolverConfig(rtol=1e-3, atol=1e-4)
-    with torch.no_grad():
-        reference = odeint(field, y0, backward_t, rtol=1e-10, atol=1e-12)
+    together = solve_for_inference(field, y0, times, config)
+    for p, t in enumerate(times):
+        alone, = solve_for_inference(field, y0[p:p + 1], [t], config)
+        assert together[p].shape == (len(t), 16, 4)
+        assert torch.allclose(together[p], alone, rtol=0, atol=1e-12)
+        with torch.no_grad():
+            expected = odeint(field, y0[p], t, rtol=config.rtol, atol=config.atol, method="dopri5")
+        assert torch.allclose(together[p], expected, rtol=0, atol=1e-9)
 
-    def backward(cache: StartCache | None, start: torch.Tensor) -> tuple[torch.Tensor, int]:
-        field.nfe = 0
-        states = solve_for_inference(field, start, backward_t, config, cache)
-        return states, field.nfe
 
-    fresh, fresh_nfe = backward(None, y0)
-    cache = StartCache()
-    solve_for_inference(field, y0, forward_t, config, cache)
-    reused, reused_nfe = backward(cache, y0)
-    assert reused_nfe <= fresh_nfe - 2  # at least the slope and the initial-step trial
-    scale = config.atol + config.rtol * reference.abs()
-    # Global error in tolerances, in the solver's own norm (RMS over the state), at the worst time.
-    fresh_error, reused_error = (((got - reference) / scale).pow(2).flatten(1).mean(1).sqrt().max().item()
-                                 for got in (fresh, reused))
-    assert fresh_error < 2 and reused_error < 1.5 * fresh_error
-    _, other_nfe = backward(cache, y0.clone())  # another state (even an equal one) starts afresh
-    assert other_nfe == fresh_nfe
+def test_a_problems_answer_does_not_depend_on_its_other_requested_times():
+    field = Autonomous(random_field(torch.float64, seed=6))
+    y0, times = problems(count=2)
+    config = SolverConfig(rtol=1e-3, atol=1e-4)
+    few = [t[:5] for t in times]
+    from_few = solve_for_inference(field, y0, few, config)
+    from_all = solve_for_inference(field, y0, times, config)
+    for p in range(2):
+        assert torch.allclose(from_all[p][:5], from_few[p], rtol=0, atol=1e-12)
+
+
+def test_the_step_limit_error_names_the_problem_that_hit_it():
+    class CubicDecay(nn.Module):  # stiff where |y| is large: only the third problem's start
+        def forward(self, t, y):
+            return -100.0 * y ** 3
+
+    y0 = torch.tensor([[0.1], [0.2], [30.0], [0.3]], dtype=torch.float64)
+    times = [torch.tensor([0.0, 1.0], dtype=torch.float64)] * 4
+    config = SolverConfig(rtol=1e-5, atol=1e-7, max_num_steps=25)
+    for p in (0, 1, 3):
+        solve_for_inference(CubicDecay(), y0[p:p + 1], times[:1], config)
+    with pytest.raises(SolverStepLimitError, match="max_num_steps") as raised:
+        solve_for_inference(CubicDecay(), y0, times, config)
+    assert raised.value.problem == 2

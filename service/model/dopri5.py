@@ -1,23 +1,28 @@
-"""Dormand-Prince 5(4) for inference: torchdiffeq's steps, one vectorised dense output at the end.
+"""Dormand-Prince 5(4) for inference: many problems at once, each with its own steps.
 
 torchdiffeq's ``odeint`` returns the state at each requested time by stepping in Python to it
 and evaluating that step's interpolant, one requested time at a time; with a hundred requested
 times and a tiny vector field, that bookkeeping and its generic machinery (perturbation
 wrappers, tuple handling, scalar tensors for every step-size decision) cost more than the
-field itself. Here the same algorithm takes its steps with plain floats for the step control,
-keeps each accepted step's interpolating polynomial (one small product of its stages), and at
-the end writes the requested times that fall in each step with one matrix product per step.
+field itself. Here the same algorithm takes its steps with numpy for the step control, keeps
+each accepted step's interpolating polynomial (one small product of its stages), and at the
+end writes the requested times that fall in each step with one matrix product per step.
 
-"The same algorithm" means torchdiffeq 0.2's ``dopri5`` with its defaults, so that answers
-agree with it to rounding: the Dormand-Prince-Shampine tableau and mid-point weights, the
-Hairer-Norsett-Wanner initial step (two evaluations before the first step), the RMS error norm
-over the whole state, the step controller (safety 0.9, growth at most 10x, shrink on a rejected
-step at most 5x), its fourth-order interpolant, and its step cap: ``max_num_steps`` attempted
-steps (accepted or rejected) between two consecutive requested times. Time runs backwards as
-in torchdiffeq, by integrating ``-f(-s, y)`` forwards in ``s = -t``. The one departure is
-opt-in: a second solve from the same state handed a :class:`StartCache` starts from the first
-one's slope and step-size proposal instead of the initial-step heuristic (answers within the
-tolerance, not to rounding).
+It solves several **independent problems** together (the forecaster's series, forward and
+backward from each series' first observation): they share each field evaluation, but each has
+its own step size, error norm and step cap. torchdiffeq solves a batch as one ODE, whose error
+norm mixes every series, so a series' steps, and its answer within the tolerance, depended on
+the rest of the batch and on how far the batch was solved; here a problem's answer is the one
+it gets alone, to float rounding, and a problem that is done leaves the batch.
+
+"The same algorithm" means torchdiffeq 0.2's ``dopri5`` with its defaults, so that a problem's
+answer agrees with torchdiffeq's solve of it alone to rounding: the Dormand-Prince-Shampine
+tableau and mid-point weights, the Hairer-Norsett-Wanner initial step (two evaluations before
+the first step), the RMS error norm over the problem's whole state, the step controller (safety
+0.9, growth at most 10x, shrink on a rejected step at most 5x), its fourth-order interpolant,
+and its step cap: ``max_num_steps`` attempted steps (accepted or rejected) between two
+consecutive requested times. Time runs backwards as in torchdiffeq, by integrating
+``-f(-s, y)`` forwards in ``s = -t``.
 
 No gradient flows through it (the forecaster only needs values); training keeps torchdiffeq.
 """
@@ -25,8 +30,10 @@ No gradient flows through it (the forecaster only needs values); training keeps 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,93 +81,119 @@ _ORDER = 5
 _SAFETY, _MAX_GROWTH, _MAX_SHRINK = 0.9, 10.0, 0.2
 
 
-@dataclass
-class SolveStart:
-    """Where a solve began: the state ``y0`` (that very tensor), its time, ``func``'s value
-    there (flattened), and the step size that the controller proposed after the first
-    accepted step."""
-
-    y0: torch.Tensor
-    t0: float
-    slope: torch.Tensor
-    step: float
-
-
-@dataclass
-class StartCache:
-    """Lets a second solve from the same state skip the first one's start-up.
-
-    The forecaster solves forward from z0 to the forecast times and then backward from the same
-    z0 to the backcast times. Each solve would spend two evaluations of the field on its start:
-    the slope at z0 and the trial step of the Hairer-Norsett-Wanner initial step, whose guess
-    is cautious (on the bundled spirals model the first step's error is far below tolerance and
-    the next step is 5-6 times longer). Handed the same cache, the second solve takes the slope
-    (negated) and, as its first step, the size that the controller proposed after the first
-    solve's first step: an estimate from the measured local error at the same state, which to
-    leading order does not depend on the direction. If it does not suit, the step is rejected
-    and shrunk as any step is. Reused only for the same ``y0`` tensor at the same time.
-    """
-
-    start: SolveStart | None = None
-
-
 class StepLimitExceeded(RuntimeError):
     """The integration needed more steps than allowed, its step size underflowed, or the field
-    returned non-finite values."""
+    returned non-finite values; ``problem`` is the index of the problem that did."""
+
+    def __init__(self, message: str, problem: int):
+        super().__init__(message)
+        self.problem = problem
 
 
-def _rms(tensor: torch.Tensor) -> float:
-    return tensor.pow(2).mean().sqrt().item()
+def _row_rms(tensor: torch.Tensor) -> np.ndarray:
+    """Each problem's RMS norm (torchdiffeq's default norm, over one problem's whole state)."""
+    return tensor.pow(2).mean(dim=1).sqrt().double().cpu().numpy()
 
 
-def _initial_step(field, y0: torch.Tensor, f0: torch.Tensor, rtol: float, atol: float) -> float:
-    """Hairer, Norsett & Wanner, Solving ODEs I, II.4 (as torchdiffeq's ``_select_initial_step``)."""
+def _initial_steps(slope_at, y0: torch.Tensor, f0: torch.Tensor, rtol: float, atol: float) -> np.ndarray:
+    """Hairer, Norsett & Wanner, Solving ODEs I, II.4 (torchdiffeq's ``_select_initial_step``),
+    for each problem (row) on its own; one field evaluation for all of them."""
     scale = atol + y0.abs() * rtol
-    d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-    f1 = field(h0, y0 + h0 * f0)
-    d2 = _rms((f1 - f0) / scale) / h0
-    if d1 <= 1e-15 and d2 <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** (1 / _ORDER)
-    return min(100 * h0, h1)
+    d0, d1 = _row_rms(y0 / scale), _row_rms(f0 / scale)
+    h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.maximum(d1, 1e-300))
+    f1 = slope_at(h0, y0 + _column(h0, y0) * f0)
+    d2 = _row_rms((f1 - f0) / scale) / h0
+    largest = np.maximum(d1, d2)
+    h1 = np.where(largest <= 1e-15, np.maximum(1e-6, h0 * 1e-3),
+                  (0.01 / np.maximum(largest, 1e-300)) ** (1 / _ORDER))
+    return np.minimum(100 * h0, h1)
 
 
-def _next_step(dt: float, error_ratio: float) -> float:
-    if error_ratio == 0:
-        return dt * _MAX_GROWTH
-    shrink = 1.0 if error_ratio < 1 else _MAX_SHRINK
-    return dt * min(_MAX_GROWTH, max(_SAFETY / error_ratio ** (1 / _ORDER), shrink))
+def _next_steps(dt: np.ndarray, error_ratio: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        proposal = _SAFETY / error_ratio ** (1 / _ORDER)
+    shrink = np.where(error_ratio < 1, 1.0, _MAX_SHRINK)
+    factor = np.where(error_ratio == 0, _MAX_GROWTH, np.minimum(_MAX_GROWTH, np.maximum(proposal, shrink)))
+    return dt * factor
+
+
+def _column(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Per-problem numbers as a (P, 1) tensor that broadcasts over each problem's state."""
+    return torch.from_numpy(values).to(like)[:, None]
+
+
+@dataclass
+class _Problem:
+    """One problem's requests and, as it is solved, its accepted steps' interpolants."""
+
+    start: float
+    sign: float
+    targets: np.ndarray                  # increasing and > 0, in the forward variable s
+    step_ends: list[float] = field(default_factory=list)
+    polynomials: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 @torch.inference_mode()
-def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, atol: float,
-              max_num_steps: int, cache: StartCache | None = None) -> torch.Tensor:
-    """The states at every ``t`` (strictly monotonic, starting where ``y0`` is): (len(t), *y0.shape).
+def dopri5_at(func: nn.Module, y0: torch.Tensor, times: Sequence[torch.Tensor], rtol: float, atol: float,
+              max_num_steps: int) -> list[torch.Tensor]:
+    """Solve P independent problems together; problem p starts from ``y0[p]`` at ``times[p][0]``.
 
-    With ``cache`` (see :class:`StartCache`), a solve from the cached start reuses it, and any
-    other solve records its own start there.
+    ``times[p]`` is strictly monotonic (either direction); the result's entry p holds the states
+    at every ``times[p]``: (len(times[p]), *y0.shape[1:]). ``func(t, y)`` is called with the
+    problems still being solved: ``t`` their times (A,), in float64, and ``y`` their states
+    (A, *y0.shape[1:]).
 
-    Raises :class:`StepLimitExceeded` when ``max_num_steps`` steps do not reach the next
-    requested time, the step size underflows, or the field's values are not finite.
+    Each problem has its own step size, error norm and step cap, so its answer is what it would
+    be if it were solved alone (to float rounding): neither the other problems nor how far they
+    go change its steps. Problems are evaluated together, so a batch costs little more than its
+    longest problem; a problem that is done leaves the batch.
+
+    Raises :class:`StepLimitExceeded` (its ``problem`` names the first offender) when
+    ``max_num_steps`` steps do not reach a problem's next requested time, its step size
+    underflows, or the field's values are not finite.
+    """
+    states = [y0[p][None].clone() for p in range(y0.shape[0])]
+    problems: dict[int, _Problem] = {}
+    for p, t in enumerate(times):
+        t = t.detach().double().cpu()
+        if t.numel() > 1:
+            start, sign = t[0].item(), (1.0 if t[1] > t[0] else -1.0)
+            problems[p] = _Problem(start, sign, ((t[1:] - start) * sign).numpy())
+    if problems:
+        _solve(func, y0, problems, rtol, atol, max_num_steps)
+    for p, problem in problems.items():
+        out = y0.new_empty(problem.targets.size + 1, y0[p].numel())
+        out[0] = y0[p].reshape(-1)
+        _evaluate(problem.polynomials, problem.step_ends, problem.targets, out=out[1:])
+        states[p] = out.view(-1, *y0.shape[1:])
+    return states
+
+
+def _solve(func: nn.Module, y0: torch.Tensor, problems: dict[int, _Problem], rtol: float, atol: float,
+           max_num_steps: int) -> None:
+    """Step every problem to its last target, recording each accepted step's interpolant.
 
     A step of a small field costs about as much in tensor-operation overhead as in arithmetic,
-    so the loop keeps its operations few: each stage's input is one ``addmv`` over views of the
-    stage buffer made once, the time handed to ``func`` is one 0-d tensor updated in place, and
-    an accepted step keeps its interpolant as one small product of its stages.
+    so the loop keeps its operations few: the step control is numpy over the problems, each
+    stage's input is one product over views of the stage buffer (rebuilt only when a problem
+    leaves) and one per-problem scaling, and an accepted step keeps its interpolant as one
+    small product of its stages.
     """
-    times = t.detach().double().cpu()
-    if times.numel() == 1:
-        return y0[None].clone()
-    start, sign = times[0].item(), (1.0 if times[1] > times[0] else -1.0)
-    targets = ((times[1:] - start) * sign).tolist()  # increasing, > 0, in the forward variable s
-    t_now = torch.zeros((), dtype=y0.dtype, device=y0.device)
+    ids = np.array(list(problems))
+    starts = np.array([problems[p].start for p in ids])
+    signs = np.array([problems[p].sign for p in ids])
+    ends = np.array([problems[p].targets[-1] for p in ids])
+    shape = y0.shape[1:]
 
-    def field(s: float, y: torch.Tensor) -> torch.Tensor:
-        t_now.fill_(start + sign * s)
-        slope = func(t_now, y.view(y0.shape)).reshape(-1)
-        return slope if sign > 0 else -slope
+    def directions() -> torch.Tensor | None:
+        """What a slope is multiplied by to run forwards in s: None when every problem does."""
+        return None if (signs > 0).all() else _column(signs, y0)
+
+    direction = directions()
+
+    def slope_at(s: np.ndarray, y: torch.Tensor) -> torch.Tensor:
+        slope = func(torch.from_numpy(starts + signs * s), y.view(-1, *shape)).reshape(y.shape)
+        return slope if direction is None else slope * direction
 
     def weights(rows) -> torch.Tensor:
         return torch.tensor(rows, dtype=y0.dtype, device=y0.device)
@@ -171,54 +204,69 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol: float, a
     # to ~1e-3 relative, enough to shift every later step; in float64 the steps follow those of
     # a float64 solve and the answer agrees with it to float32 rounding.
     error_weights = torch.tensor(_ERROR, dtype=torch.float64, device=y0.device)
-    y = y0.reshape(-1)
-    k = y.new_zeros(7, y.numel())
-    stages_so_far = [k[:stage + 1].t() for stage in range(6)]        # (N, stage + 1) views of k
-    known = cache.start if cache is not None else None
-    recording = None
-    if known is not None and known.y0 is y0 and known.t0 == start:
-        torch.mul(known.slope, sign, out=k[0])
-        dt = known.step
-    else:
-        k[0] = field(0.0, y)
-        dt = _initial_step(field, y, k[0], rtol, atol)
-        if cache is not None:
-            recording = cache.start = SolveStart(y0, start, k[0] * sign, dt)
-    root_size = math.sqrt(y.numel())
-    s, end, next_target, steps_since_target = 0.0, targets[-1], 0, 0
-    step_ends: list[float] = []
-    polynomials: list[tuple[torch.Tensor, torch.Tensor]] = []     # y0 (N,), x..x^4 coefficients (4, N)
+    y = y0[torch.from_numpy(ids)].reshape(len(ids), -1)
+    width = y.shape[1]
+    k = y.new_zeros(7, *y.shape)
+    k[0] = slope_at(np.zeros(len(ids)), y)
+    dt = _initial_steps(slope_at, y, k[0], rtol, atol)
+    s = np.zeros(len(ids))
+    steps_since_target = np.zeros(len(ids), dtype=np.int64)
+    passed = np.zeros(len(ids), dtype=np.int64)        # how many of its targets each has reached
     size_of_y = y.abs()
-    while s < end:
-        if steps_since_target >= max_num_steps:
-            raise StepLimitExceeded(f"max_num_steps exceeded ({steps_since_target}>={max_num_steps})")
-        if not math.isfinite(dt) or not s + dt > s:
-            raise StepLimitExceeded(f"underflow in dt {dt}")
-        for stage, (alpha, beta) in enumerate(zip(_ALPHA, stage_weights, strict=True)):
-            y1 = torch.addmv(y, stages_so_far[stage], beta, alpha=dt)  # the last is the step's result
-            k[stage + 1] = field(s + alpha * dt, y1)
-        size_of_y1 = y1.abs()
-        scale = torch.maximum(size_of_y, size_of_y1).double().mul_(rtol).add_(atol)
-        error = torch.mv(k.t().double(), error_weights).div_(scale)
-        error_ratio = dt * torch.linalg.vector_norm(error).item() / root_size
-        if math.isnan(error_ratio):  # torchdiffeq's step size turns NaN and it gives up the same way
-            raise StepLimitExceeded(f"underflow in dt: the field is not finite near t={start + sign * s:g}")
-        steps_since_target += 1
-        if error_ratio <= 1:
-            polynomials.append((y, torch.mm(interpolant_weights, k).mul_(dt)))
-            s, y, size_of_y = s + dt, y1, size_of_y1
-            step_ends.append(s)
-            k[0] = k[6]
-            while next_target < len(targets) and targets[next_target] <= s:
-                next_target += 1
-                steps_since_target = 0
-        dt = _next_step(dt, error_ratio)
-        if recording is not None and step_ends:
-            recording.step, recording = dt, None
-    states = y.new_empty(len(targets) + 1, y.numel())
-    states[0] = y0.reshape(-1)
-    _evaluate(polynomials, step_ends, targets, out=states[1:])
-    return states.view(-1, *y0.shape)
+    while True:
+        flat_k = k.view(7, -1)
+        stages_so_far = [flat_k[:stage + 1].t() for stage in range(6)]
+        while True:
+            over = np.flatnonzero(steps_since_target >= max_num_steps)
+            if over.size:
+                raise StepLimitExceeded(f"max_num_steps exceeded ({steps_since_target[over[0]]}>="
+                                        f"{max_num_steps})", int(ids[over[0]]))
+            stuck = np.flatnonzero(~np.isfinite(dt) | ~(s + dt > s))
+            if stuck.size:
+                raise StepLimitExceeded(f"underflow in dt {dt[stuck[0]]}", int(ids[stuck[0]]))
+            dt_column = _column(dt, y)
+            for stage, (alpha, beta) in enumerate(zip(_ALPHA, stage_weights, strict=True)):
+                combined = torch.mv(stages_so_far[stage], beta).view(y.shape)
+                y1 = torch.addcmul(y, dt_column, combined)               # the last is the step's result
+                k[stage + 1] = slope_at(s + alpha * dt, y1)
+            size_of_y1 = y1.abs()
+            scale = torch.maximum(size_of_y, size_of_y1).double().mul_(rtol).add_(atol)
+            error = torch.mv(flat_k.t().double(), error_weights).view(y.shape).div_(scale)
+            error_ratio = dt * torch.linalg.vector_norm(error, dim=1).numpy() / math.sqrt(width)
+            broken = np.flatnonzero(np.isnan(error_ratio))
+            if broken.size:  # torchdiffeq's step size turns NaN and it gives up the same way
+                i = broken[0]
+                raise StepLimitExceeded(f"underflow in dt: the field is not finite near "
+                                        f"t={starts[i] + signs[i] * s[i]:g}", int(ids[i]))
+            steps_since_target += 1
+            accepted = error_ratio <= 1
+            if accepted.any():
+                coefficients = torch.mm(interpolant_weights, flat_k).view(4, *y.shape).mul_(dt_column)
+                for i in np.flatnonzero(accepted):
+                    problem = problems[ids[i]]
+                    problem.polynomials.append((y[i], coefficients[:, i]))
+                    problem.step_ends.append(s[i] + dt[i])
+                s = np.where(accepted, s + dt, s)
+                keep = torch.from_numpy(accepted)[:, None]
+                y = torch.where(keep, y1, y)
+                size_of_y = torch.where(keep, size_of_y1, size_of_y)
+                k[0] = torch.where(keep, k[6], k[0])
+                now_passed = np.array([np.searchsorted(problems[p].targets, s_p, side="right")
+                                       for p, s_p in zip(ids, s, strict=True)])
+                steps_since_target[now_passed > passed] = 0
+                passed = now_passed
+            dt = _next_steps(dt, error_ratio)
+            done = s >= ends
+            if done.any():
+                break
+        if done.all():
+            return
+        going = np.flatnonzero(~done)
+        index = torch.from_numpy(going)
+        ids, starts, signs, ends = ids[going], starts[going], signs[going], ends[going]
+        s, dt, steps_since_target, passed = s[going], dt[going], steps_since_target[going], passed[going]
+        y, size_of_y, k = y[index], size_of_y[index], k[:, index]
+        direction = directions()
 
 
 def _evaluate(polynomials: list[tuple[torch.Tensor, torch.Tensor]], step_ends: list[float],

@@ -12,12 +12,18 @@ distribution at a requested time is the mixture over samples of N(decoder mean, 
 - ``quantiles`` are the mixture's exact quantiles (safeguarded Newton steps on its CDF), not
   empirical quantiles of a few draws, so they are smooth in the requested time.
 
-All series of a call are solved together on the sorted union of their requested times (as in
-training; see :mod:`service.model.batching`). A series therefore gets the same answer alone
-as in a batch up to the solver's tolerance (the adaptive step sizes see the whole batch).
-Each series draws its z0 noise from its own ``torch.Generator`` seeded with ``seed``, so the
-draws, too, do not depend on the rest of the batch; the same inputs and seed give the same
-answer.
+A series gets the same answer alone as in a batch, and its answer at a time does not depend on
+which other times are asked for, to float rounding:
+
+- the series of a call are encoded together (:mod:`service.model.batching`), each read as its
+  own sequence (for an ODE-RNN encoder, whose solves step through the batch's union grid, to
+  within the encoder solver's tolerance instead);
+- each series draws its z0 noise from its own ``torch.Generator`` seeded with ``seed``;
+- each series' forward and backward latent solves are problems of their own, with their own
+  adaptive steps, which neither the other series nor the other direction change
+  (:func:`service.model.dopri5.dopri5_at`), and which do not stop at the requested times.
+
+The same inputs and seed give the same answer.
 
 ``max_horizon`` (user time units) bounds how far before the first or after the last
 observation a requested time may lie; the trainer sets it to twice the longest training
@@ -38,9 +44,9 @@ import torch
 
 from service.model.batching import collate, union_grid
 from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
-from service.model.dopri5 import StartCache
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
+from service.model.solver import SolverStepLimitError
 
 KIND = "latent_ode"
 
@@ -224,7 +230,13 @@ class Forecaster:
 
     def _sample_decoded_means(self, queries: list[ForecastQuery], num_samples: int, seed: int
                               ) -> list[np.ndarray]:
-        """Decoded means (m, S, C) at each query's ``at``, in normalised units."""
+        """Decoded means (m, S, C) at each query's ``at``, in normalised units.
+
+        Each series' latent ODE is solved as two independent problems, forward from z0 to its
+        requested times at or after the first observation and backward to those before it; all
+        problems of the call share each field evaluation but not their steps (see
+        :func:`service.model.dopri5.dopri5_at`).
+        """
         norm, model = self.normalization, self.model
         device = model.log_obs_std.device
         series = [Series(norm.times(q.times), norm.values(q.values), f"queries[{i}]")
@@ -232,24 +244,28 @@ class Forecaster:
         mean, std = model.posterior(collate(series).to(device))
         draws = [torch.randn(num_samples, mean.shape[-1], generator=torch.Generator().manual_seed(seed))
                  for _ in queries]
-        noise = torch.stack(draws, dim=1).to(device)
-        z0 = mean + std * noise                                          # (S, B, L)
-        offsets = [norm.times(q.at) - norm.times(q.times[0]) for q in queries]
+        z0 = mean[:, None] + std[:, None] * torch.stack(draws).to(device)        # (B, S, L)
+        problems = []                                   # (series, its rows of `at`, index into times)
+        times = []
+        for b, query in enumerate(queries):
+            offsets = norm.times(query.at) - norm.times(query.times[0])
+            for sign, rows in ((1.0, np.flatnonzero(offsets >= 0)), (-1.0, np.flatnonzero(offsets < 0))):
+                if rows.size:
+                    grid, (_, index) = union_grid([np.zeros(1), offsets[rows] * sign])
+                    problems.append((b, rows, index))
+                    times.append(sign * grid.to(device))
         decoded = [np.zeros((q.at.size, num_samples, len(self.channels))) for q in queries]
-        start_cache = StartCache()  # the backcast's solve reuses the forecast's start from z0
-        for sign in (1.0, -1.0):
-            selected = [off >= 0 if sign > 0 else off < 0 for off in offsets]
-            if not any(rows.any() for rows in selected):
-                continue
-            grid, indices = union_grid([np.zeros(1)] + [off[rows] * sign
-                                                        for off, rows in zip(offsets, selected, strict=True)])
-            path = model.latent_path(z0, sign * grid.to(device), for_inference=True,
-                                     start_cache=start_cache)                   # (T, S, B, L)
-            # Decode only each series' own requested times: the union grid of a batch is mostly
-            # other series' times, and decoding all of it for every series dominated batch calls.
-            for b, (rows, index) in enumerate(zip(selected, indices[1:], strict=True)):
-                own = path[torch.as_tensor(index, device=device), :, b, :]
-                decoded[b][rows] = model.decoder(own).double().cpu().numpy()
+        if not problems:
+            return decoded
+        starts = z0[torch.tensor([b for b, _, _ in problems], device=device)]
+        try:
+            paths = model.latent_states(starts, times)                         # each (T, S, L)
+        except SolverStepLimitError as exc:
+            exc.query = problems[exc.problem][0]
+            raise
+        for (b, rows, index), path in zip(problems, paths, strict=True):
+            own = path[torch.as_tensor(index, device=device)]
+            decoded[b][rows] = model.decoder(own).double().cpu().numpy()
         return decoded
 
     def _summarise(self, query: ForecastQuery, means: np.ndarray, obs_std: np.ndarray,

@@ -25,7 +25,7 @@ is the negative bound summed over the batch divided by the number of observed va
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
@@ -35,7 +35,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from service.model.batching import Batch
-from service.model.dopri5 import StartCache
 from service.model.encoder import ENCODER_KINDS, ODERNNEncoder, RNNEncoder
 from service.model.solver import CountingFunc, SolverConfig, layer_weights, solve, solve_for_inference
 
@@ -184,18 +183,17 @@ class LatentODE(nn.Module):
         """Mean and standard deviation of q(z0 | x), each (B, latent_dim)."""
         return self.encoder(batch)
 
-    def latent_path(self, z0: torch.Tensor, times: torch.Tensor, for_inference: bool = False,
-                    start_cache: StartCache | None = None) -> torch.Tensor:
-        """z at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape).
-
-        ``for_inference``: no gradients, through the faster :func:`solve_for_inference`, which
-        shares ``start_cache`` between solves from the same ``z0`` (forward, then backward).
-        """
+    def latent_path(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """z at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape)."""
         if times.numel() == 1:
             return z0[None]
-        if for_inference:
-            return solve_for_inference(self.dynamics, z0, times, self.config.solver, start_cache)
         return solve(self.dynamics, z0, times, self.config.solver)
+
+    def latent_states(self, z0: torch.Tensor, times: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """For serving, without gradients: z0 is (P, ..., latent_dim), one row per independent
+        problem, and entry p of the result is z at ``times[p]`` (monotonic, from 0), as if that
+        problem were solved alone (:func:`service.model.solver.solve_for_inference`)."""
+        return solve_for_inference(self.dynamics, z0, times, self.config.solver)
 
     def decode(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Decoder means at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape[:-1], C)."""

@@ -9,6 +9,7 @@ checkpoints, and so that a learned field that turns stiff raises :class:`SolverS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from service.model.dopri5 import StartCache, StepLimitExceeded, dopri5_at
+from service.model.dopri5 import StepLimitExceeded, dopri5_at
 from service.model.fixed_grid import STEPS, fixed_grid_solve
 
 ADAPTIVE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
@@ -24,7 +25,14 @@ FIXED_METHODS = {"euler", "midpoint", "heun3", "rk4", "explicit_adams", "implici
 
 
 class SolverStepLimitError(RuntimeError):
-    """The adaptive solver needed more than ``max_num_steps`` steps (the dynamics are too stiff)."""
+    """The adaptive solver needed more than ``max_num_steps`` steps (the dynamics are too stiff).
+
+    ``problem``: which of :func:`solve_for_inference`'s problems it was, when it came from there;
+    ``query``: which query of :meth:`service.model.forecaster.Forecaster.predict` it belongs to.
+    """
+
+    problem: int | None = None
+    query: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,23 +145,34 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConf
         raise
 
 
-def solve_for_inference(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConfig,
-                        cache: StartCache | None = None) -> torch.Tensor:
-    """:func:`solve` without gradients, for serving: same contract, answers within the tolerance.
+def solve_for_inference(func: nn.Module, y0: torch.Tensor, times: Sequence[torch.Tensor],
+                        config: SolverConfig) -> list[torch.Tensor]:
+    """Independent problems without gradients, for serving: problem p starts from ``y0[p]`` at
+    ``times[p][0]``; entry p of the result holds its states at every ``times[p]``.
 
-    dopri5 goes through :func:`service.model.dopri5.dopri5_at`, torchdiffeq's algorithm without
-    its per-requested-time Python overhead (the forecaster asks for a hundred times or more),
-    and with ``cache`` a second solve from the same state skips the first one's start-up
-    (:class:`service.model.dopri5.StartCache`); other methods go through :func:`solve`.
+    Each problem's answer is the one it gets solved alone: dopri5 goes through
+    :func:`service.model.dopri5.dopri5_at`, which solves them together with a step size and
+    error norm per problem, and without torchdiffeq's per-requested-time Python overhead (the
+    forecaster asks for a hundred times or more); other methods solve each problem through
+    :func:`solve`. A :class:`SolverStepLimitError` from here carries the ``problem`` at fault.
     Training keeps :func:`solve`, whose gradients and adjoint this does not offer.
     """
     if config.method != "dopri5":
         with torch.inference_mode():
-            return solve(func, y0, t, config)
+            states = []
+            for p, t in enumerate(times):
+                try:
+                    states.append(solve(func, y0[p:p + 1], t, config)[:, 0])
+                except SolverStepLimitError as exc:
+                    exc.problem = p
+                    raise
+            return states
     try:
-        return dopri5_at(func, y0, t, config.rtol, config.atol, config.max_num_steps, cache)
+        return dopri5_at(func, y0, times, config.rtol, config.atol, config.max_num_steps)
     except StepLimitExceeded as exc:
-        raise _step_limit_error(str(exc), config) from exc
+        error = _step_limit_error(str(exc), config)
+        error.problem = exc.problem
+        raise error from exc
 
 
 def _step_limit_error(message: str, config: SolverConfig) -> SolverStepLimitError:
