@@ -180,3 +180,16 @@ def test_single_observation_and_missing_channel_query(trained):
     assert forecast.kind == ["backcast", "interpolation", "extrapolation"]
     assert forecast.mean.shape == forecast.std.shape == forecast.quantiles[0.5].shape == (3, 2)
     assert np.all(np.isfinite(forecast.mean)) and np.all(forecast.std > 0)
+
+
+def test_values_far_outside_the_training_data_are_refused(bundled):
+    times, values = spiral_times_and_values(2)
+    (low_x, low_y), (high_x, high_y) = bundled.value_limits
+    assert low_x < -100 and high_y > 100                    # 100 training standard deviations
+    inside = values.copy()
+    inside[3, 0] = 0.9 * high_x
+    bundled.predict([ForecastQuery(times, inside, np.array([4.0]))], num_samples=4)
+    outside = values.copy()
+    outside[5, 1] = 1.1 * low_y
+    with pytest.raises(ValueError, match=r"queries\[0\]\.values\[5\]\[1\].*'y' within"):
+        bundled.predict([ForecastQuery(times, outside, np.array([4.0]))], num_samples=4)

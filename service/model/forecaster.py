@@ -60,6 +60,13 @@ KIND = "latent_ode"
 QUANTILE_TOLERANCE = 1e-6
 QUANTILE_MAX_STEPS = 60
 
+# An observed value further than this many training standard deviations from its channel's
+# training mean is refused. The encoder saturates long before: the spirals model's forecast
+# for a series scaled 1000x, or 1e12x, is much like its forecast for the series scaled 10x,
+# with the same confident spread, so the answer would no longer depend on the value. So far
+# out, a value is almost always a unit mistake; any plausible outlier stays well inside.
+MAX_VALUE_SIGMAS = 100.0
+
 
 @dataclass
 class ForecastQuery:
@@ -162,6 +169,20 @@ class Forecaster:
                              f"{sizes[2]}-channel normalisation")
         if not self.max_horizon > 0:
             raise ValueError(f"{name}: max_horizon must be positive")
+        mean, std = np.asarray(self.normalization.mean), np.asarray(self.normalization.std)
+        self.value_limits = (mean - MAX_VALUE_SIGMAS * std, mean + MAX_VALUE_SIGMAS * std)
+
+    def value_out_of_limits(self, values: np.ndarray) -> tuple[int, int] | None:
+        """(row, channel) of the first of ``values`` (n, C) outside :attr:`value_limits`, if any."""
+        low, high = self.value_limits
+        outside = np.argwhere((values < low) | (values > high))             # NaN (missing) is inside
+        return (int(outside[0, 0]), int(outside[0, 1])) if outside.size else None
+
+    def limits_message(self, channel: int) -> str:
+        low, high = self.value_limits
+        return (f"model {self.name!r} reads values of channel {self.channels[channel]!r} within "
+                f"[{low[channel]:.6g}, {high[channel]:.6g}], {MAX_VALUE_SIGMAS:g} training standard "
+                "deviations either side of the training mean; check the values' units")
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> Forecaster:
@@ -217,6 +238,11 @@ class Forecaster:
         empty_rows = np.flatnonzero(np.isnan(values).all(axis=1))
         if empty_rows.size:
             raise ValueError(f"{where}.values: row {int(empty_rows[0])} has no observed channel")
+        outside = self.value_out_of_limits(values)
+        if outside is not None:
+            row, channel = outside
+            raise ValueError(f"{where}.values[{row}][{channel}]: {values[row, channel]:g} is out of "
+                             f"range: {self.limits_message(channel)}")
         if at.ndim != 1 or not np.all(np.isfinite(at)):
             raise ValueError(f"{where}.at: expected a 1-D array of finite times")
         if at.size:
