@@ -24,6 +24,7 @@ from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.api.registry import ModelRegistry
 from service.api.routes import classify, forecast, health, inference, metrics, models
 from service.api.schemas.classify import ClassifyRequest
+from service.api.schemas.forecast import ForecastRequest
 from service.api.schemas.inference import InferRequest
 from service.api.settings import Settings
 
@@ -35,8 +36,10 @@ Forecasts for irregularly sampled time series from latent neural ODEs, and an MN
 **Errors** are `{"detail": [{"type", "loc", "field", "msg"}]}`, where `field` names the fault as
 one path (`series[0].values[3]`); under `/v2/` they are the Open Inference Protocol's
 `{"error": "..."}`. Malformed or over-limit requests get 422 (400 under `/v2/`), an unknown
-model 404, a body over the byte limit 413, a missing or wrong API key 401, a model that is not
-loaded 503.
+model 404, a body over the byte limit 413, a missing or wrong API key 401 (checked before the
+body is read), a model that is not loaded 503. `POST /forecast` reads JSON only: its
+Content-Type must be `application/json` (any case, any parameters) or `application/...+json`;
+anything else, a missing one included, gets 415.
 
 **Horizon**: a requested time may lie at most the model's `max_horizon` (see `GET /models`)
 before the first or after the last observation, and a series' observations may span at most
@@ -61,9 +64,10 @@ def describe(settings: Settings) -> str:
     return DESCRIPTION + "\n".join(rows) + "\n"
 
 
-# Bodies that routes read by hand (JSON or multipart; JSON header plus binary tensors), so FastAPI
-# does not put them in the OpenAPI components; the routes' openapi_extra refers to them there.
-HAND_READ_BODIES = (ClassifyRequest, InferRequest)
+# Bodies that routes read by hand (in a dependency, after the API key check: JSON, multipart, or a
+# JSON header plus binary tensors), so FastAPI does not put them in the OpenAPI components; the
+# routes' openapi_extra refers to them there.
+HAND_READ_BODIES = (ForecastRequest, ClassifyRequest, InferRequest)
 
 
 def _document_hand_read_bodies(app: FastAPI) -> None:

@@ -41,6 +41,15 @@ def field_path(loc: Loc) -> str:
     return path or ("body" if loc else "")
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters: user input can be huge."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(text.lstrip('-'))} digits" if isinstance(value, int) else f"{len(text)} characters"
+    return f"{text[:limit - 20]}... ({size})"
+
+
 def error_item(loc: Loc, msg: str, type: str) -> dict[str, Any]:
     return {"type": type, "loc": list(loc), "field": field_path(loc), "msg": msg}
 

@@ -178,8 +178,13 @@ def test_a_time_must_be_a_number_or_a_string(client, time):
 def test_malformed_bodies(client):
     broken = client.post("/forecast", content=b'{"series": [', headers={"Content-Type": "application/json"})
     assert refusal(broken)["msg"].startswith("invalid JSON at character 12")
-    form = client.post("/forecast", content=b'{"series": []}', headers={"Content-Type": "text/plain"})
-    assert "Content-Type: application/json" in refusal(form)["msg"]
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        answer = refusal(client.post("/forecast", content=b'{"series": []}', headers=headers), 415)
+        assert answer["field"] == "header.Content-Type" and "application/json" in answer["msg"]
+    for content_type in ("Application/JSON; charset=UTF-8", "application/merge-patch+json"):
+        answer = client.post("/forecast", content=b'{"series": []}', headers={"Content-Type": content_type})
+        assert refusal(answer)["field"] == "series"
     assert refusal(client.post("/forecast", json=[1, 2]))["field"] == "body"
     assert refusal(client.post("/forecast", json={}))["field"] == "series"
 

@@ -1,44 +1,50 @@
-"""FastJSONRequest reads every body as json.loads does, only faster."""
+"""Request bodies: read as json.loads reads them, only faster; read after the API key check."""
 
-import asyncio
 import json
 import math
 
 import pytest
+from fastapi.exceptions import RequestValidationError
 
 from service.api import requests
-from service.api.requests import FastJSONRequest
+from service.api.requests import is_json_media_type, loads
 
 orjson_loads = requests.orjson.loads
-
-
-def parse(body: bytes):
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    request = FastJSONRequest({"type": "http", "method": "POST", "headers": []}, receive)
-    return asyncio.run(request.json())
 
 
 @pytest.mark.parametrize("body", [
     b'{"series": [{"times": [0, 0.37, 1.9], "values": [[1.0, null], [2, 3e-5]], "at": ["2024-01-01"]}]}',
     '{"id": "série \\u00e9", "x": [-0.0, 1e308, 5e-324]}'.encode(),
-    json.dumps({"big": 2**70, "neg": -(2**64)}).encode(),   # beyond orjson's 64-bit integers
-    '{"a": [1, 2]}'.encode("utf-16"),                     # not UTF-8: orjson refuses, json reads it
+    json.dumps({"big": 2**70, "neg": -(2**64), "huge": 10**400}).encode(),  # beyond orjson's integers
 ])
 def test_bodies_read_as_json_loads_reads_them(body):
-    assert parse(body) == json.loads(body)
+    assert loads(body) == json.loads(body)
 
 
 def test_non_finite_literals_reach_validation():
-    parsed = parse(b'{"values": [NaN, Infinity, -Infinity]}')
-    assert math.isnan(parsed["values"][0]) and parsed["values"][1:] == [math.inf, -math.inf]
+    parsed = loads(b'{"values": [NaN, Infinity, -Infinity, 1e999]}')
+    assert math.isnan(parsed["values"][0]) and parsed["values"][1:] == [math.inf, -math.inf, math.inf]
 
 
-def test_malformed_json_raises_json_loads_error():
-    with pytest.raises(json.JSONDecodeError) as error:
-        parse(b'{"series": [')
-    assert error.value.pos == 12
+@pytest.mark.parametrize(("body", "position", "reason"), [
+    (b'{"series": [', 12, "Expecting value"),
+    (b"[" * 100_000 + b"NaN" + b"]" * 100_000, 0, "nested too deeply"),  # json.loads: RecursionError
+], ids=["truncated", "deep"])
+def test_malformed_json_raises_json_loads_error(body, position, reason):
+    with pytest.raises(RequestValidationError) as error:
+        loads(body)
+    (item,) = error.value.errors()
+    assert item["type"] == "json_invalid" and item["loc"] == ("body", position)
+    assert reason in item["ctx"]["error"]
+
+
+@pytest.mark.parametrize(("content_type", "json"), [
+    ("application/json", True), ("Application/JSON; charset=utf-8", True), ("application/vnd.api+json", True),
+    (" application/json ;x=1", True), ("text/plain", False), ("application/x-www-form-urlencoded", False),
+    ("application/jsonx", False), ("text/x+json", False), ("", False),
+])
+def test_json_media_types(content_type, json):
+    assert is_json_media_type(content_type) is json
 
 
 def test_forecast_reads_its_body_through_it(client, monkeypatch):
@@ -52,3 +58,14 @@ def test_forecast_reads_its_body_through_it(client, monkeypatch):
     series = {"times": [0.0, 1.0], "values": [[1.0, 2.0], [0.5, 1.5]], "at": [2.0]}
     assert client.post("/forecast", json={"series": [series], "num_samples": 2}).status_code == 200
     assert len(bodies) == 1 and json.loads(bodies[0])["series"] == [series]
+
+
+@pytest.mark.parametrize("body", [b'{"series": [', b"\xff\xfe{}", b"[1, 2]", b'{"series": []}'])
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
+def test_the_api_key_is_checked_before_the_body_is_read(make_client, body, content_type):
+    client = make_client(api_key="secret")
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = client.post("/forecast", content=body, headers=headers)
+    assert answer.status_code == 401 and answer.json()["detail"][0]["type"] == "missing_api_key"
+    keyed = client.post("/forecast", content=b'{"series": [', headers={**headers, "X-API-Key": "secret"})
+    assert keyed.status_code == (422 if content_type == "application/json" else 415)

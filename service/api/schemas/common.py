@@ -11,6 +11,7 @@ ERROR_MEANINGS = {
     401: "An API key is configured and the request's is missing or wrong.",
     404: "No model of that name.",
     413: "The request body is over the byte limit.",
+    415: "The body is not labelled or encoded as this endpoint reads it (the error names the header).",
     422: "The request is malformed or over a limit; each error names the field.",
     503: "The model (or, for probes, the default model) is not loaded.",
 }
