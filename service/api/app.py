@@ -39,7 +39,8 @@ one path (`series[0].values[3]`); under `/v2/` they are the Open Inference Proto
 model 404, a body over the byte limit 413, a missing or wrong API key 401 (checked before the
 body is read), a model that is not loaded 503. `POST /forecast` reads JSON only: its
 Content-Type must be `application/json` (any case, any parameters) or `application/...+json`;
-anything else, a missing one included, gets 415.
+anything else, a missing one included, gets 415, as does a `Content-Encoding` other than
+`identity`; the body must be UTF-8 (a byte order mark is skipped).
 
 **Horizon**: a requested time may lie at most the model's `max_horizon` (see `GET /models`)
 before the first or after the last observation, and a series' observations may span at most

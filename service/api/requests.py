@@ -16,6 +16,9 @@ same way; anything it refuses goes to ``json.loads`` as before. That keeps:
 - integers beyond the range of a float, which orjson rejects and ``json.loads`` reads (orjson
   reads an integer between 2**64 and that range as a float);
 - the error for malformed JSON, which is ``json.loads``'s (position and reason).
+
+Only UTF-8 is read (RFC 8259), with or without a byte order mark; ``json.loads`` alone would
+also take UTF-16 and UTF-32. A body with a Content-Encoding (gzip, ...) is refused, not decoded.
 """
 
 from __future__ import annotations
@@ -64,16 +67,36 @@ def check_json_content_type(request: Request) -> None:
                    f"({got}; with curl: -H 'Content-Type: application/json')", "unsupported_media_type")
 
 
+def check_identity_encoding(request: Request) -> None:
+    """415 for a compressed (or otherwise encoded) body: it is read as sent, never decoded.
+    OIP's infer refuses the same, as its protocol's 400."""
+    encoding = request.headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise ApiError(415, ("header", "Content-Encoding"), f"{shown(encoding)} bodies are not accepted; "
+                       "send the body uncompressed (Content-Encoding: identity, or none)",
+                       "unsupported_encoding")
+
+
 def loads(body: bytes) -> Any:
-    """The body as ``json.loads`` reads it; a body that is not JSON raises a validation error."""
+    """The UTF-8 body as ``json.loads`` reads it; a body that is not JSON in UTF-8 raises a 422."""
     try:
         return orjson.loads(body)
     except (orjson.JSONDecodeError, RecursionError):
         pass
+    # JSON is UTF-8 (RFC 8259): json.loads would also read UTF-16 and UTF-32 bytes.
+    utf16 = b"\x00" in body[:4] or body[:2] in (b"\xff\xfe", b"\xfe\xff")
+    hint = "; this body looks like UTF-16 or UTF-32: send UTF-8" if utf16 else ""
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, ("body",), f"the body is not UTF-8 (byte 0x{body[exc.start]:02x} at offset "
+                       f"{exc.start}): send JSON encoded as UTF-8{hint}", "body_not_utf8") from None
+    if text.startswith("\ufeff"):  # a UTF-8 byte order mark, which RFC 8259 lets a reader ignore
+        text = text[1:]
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _invalid_json(exc.pos, exc.msg) from None
+        raise _invalid_json(exc.pos, exc.msg + hint) from None
     except RecursionError:
         raise _invalid_json(0, "arrays or objects nested too deeply") from None
 
@@ -83,6 +106,7 @@ def json_body(model: type[Model]) -> Callable[[Request], Coroutine[Any, Any, Mod
 
     async def read(request: Request) -> Model:
         check_json_content_type(request)
+        check_identity_encoding(request)
         data = loads(await request.body())
         try:
             return model.model_validate(data)

@@ -1,5 +1,6 @@
 """Request bodies: read as json.loads reads them, only faster; read after the API key check."""
 
+import gzip
 import json
 import math
 
@@ -7,6 +8,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 
 from service.api import requests
+from service.api.errors import ApiError
 from service.api.requests import is_json_media_type, loads
 
 orjson_loads = requests.orjson.loads
@@ -19,6 +21,28 @@ orjson_loads = requests.orjson.loads
 ])
 def test_bodies_read_as_json_loads_reads_them(body):
     assert loads(body) == json.loads(body)
+
+
+def test_a_utf8_byte_order_mark_is_skipped():
+    assert loads(b'\xef\xbb\xbf{"a": [1, NaN]}')["a"][0] == 1
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ('{"a": [1, 2]}'.encode("utf-16"), "not UTF-8 (byte 0xff at offset 0)"),
+    ('{"a": [1, 2]}'.encode("utf-32"), "UTF-16 or UTF-32"),
+    (b'{"id": "s\xff1"}', "not UTF-8 (byte 0xff at offset 9)"),
+    (b'{"id": "\xed\xa0\x80"}', "not UTF-8 (byte 0xed at offset 8)"),  # a surrogate, UTF-8 encoded
+])
+def test_only_utf8_is_read(body, words):
+    with pytest.raises(ApiError) as error:
+        loads(body)
+    (item,) = error.value.errors
+    assert error.value.status_code == 422 and item["field"] == "body" and words in item["msg"]
+
+
+def test_utf16_without_a_byte_order_mark_is_named_in_the_json_error():
+    with pytest.raises(RequestValidationError, match="UTF-16 or UTF-32"):
+        loads('{"a": 1}'.encode("utf-16-le"))
 
 
 def test_non_finite_literals_reach_validation():
@@ -69,3 +93,22 @@ def test_the_api_key_is_checked_before_the_body_is_read(make_client, body, conte
     assert answer.status_code == 401 and answer.json()["detail"][0]["type"] == "missing_api_key"
     keyed = client.post("/forecast", content=b'{"series": [', headers={**headers, "X-API-Key": "secret"})
     assert keyed.status_code == (422 if content_type == "application/json" else 415)
+
+
+def test_forecast_bodies_in_utf8_only_and_never_encoded(client):
+    body = '{"series": [{"id": "s\u00e9", "times": [0, 1], "values": [[1, 2], [3, 4]], "at": [2]}]}'
+    headers = {"Content-Type": "application/json"}
+    with_bom = client.post("/forecast", content=b"\xef\xbb\xbf" + body.encode(), headers=headers)
+    assert with_bom.status_code == 200
+    for encoded in (body.encode("utf-16"), body.encode().replace(b"\xc3\xa9", b"\xff")):
+        error = client.post("/forecast", content=encoded, headers=headers).json()["detail"][0]
+        assert error["field"] == "body" and error["type"] == "body_not_utf8", error
+    for encoding in ("gzip", "deflate", "br"):
+        answer = client.post("/forecast", content=gzip.compress(body.encode()),
+                             headers={**headers, "Content-Encoding": encoding})
+        assert answer.status_code == 415
+        assert answer.json()["detail"][0]["field"] == "header.Content-Encoding"
+    plain = client.post("/forecast", content=body.encode(), headers={**headers, "Content-Encoding": "gzip"})
+    assert plain.status_code == 415  # not silently ignored
+    headers["Content-Encoding"] = "Identity"
+    assert client.post("/forecast", content=body.encode(), headers=headers).status_code == 200
