@@ -54,14 +54,40 @@ def error_item(loc: Loc, msg: str, type: str) -> dict[str, Any]:
     return {"type": type, "loc": list(loc), "field": field_path(loc), "msg": msg}
 
 
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape, ``\\ud800``: UTF-8 can carry it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _printable_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k): _printable_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable_strings(v) for v in value]
+    return value
+
+
+class ErrorJSONResponse(JSONResponse):
+    """An error body that can always be written: a message or location that echoes a string
+    holding a lone surrogate (no Unicode character, so no UTF-8) gets the surrogate escaped."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(_printable_strings(content))
+
+
 def error_response(path: str, status_code: int, errors: list[dict[str, Any]],
                    headers: dict[str, str] | None = None) -> JSONResponse:
     if path.startswith(OIP_PREFIX):
         message = "; ".join(f"{e['field']}: {e['msg']}" if e["field"] else e["msg"] for e in errors)
         if status_code == 422:
             status_code = 400
-        return JSONResponse({"error": message}, status_code=status_code, headers=headers)
-    return JSONResponse({"detail": errors}, status_code=status_code, headers=headers)
+        return ErrorJSONResponse({"error": message}, status_code=status_code, headers=headers)
+    return ErrorJSONResponse({"detail": errors}, status_code=status_code, headers=headers)
 
 
 def body_validation_error(exc: ValidationError) -> RequestValidationError:

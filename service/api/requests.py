@@ -32,7 +32,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from service.api.errors import ApiError, body_validation_error, shown
+from service.api.errors import ApiError, body_validation_error, printable, shown
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -94,11 +94,47 @@ def loads(body: bytes) -> Any:
     if text.startswith("\ufeff"):  # a UTF-8 byte order mark, which RFC 8259 lets a reader ignore
         text = text[1:]
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _invalid_json(exc.pos, exc.msg + hint) from None
     except RecursionError:
         raise _invalid_json(0, "arrays or objects nested too deeply") from None
+    if "\\ud" in text or "\\uD" in text:  # json.loads, unlike orjson, reads a lone surrogate escape
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """422 naming the first string (or key) that holds a lone UTF-16 surrogate such as ``\\ud800``.
+
+    It is no Unicode character: no answer that echoes it could be written as UTF-8."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ("body",))]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, dict):
+            for key, member in reversed(item.items()):
+                if _surrogate_at(key) is not None:
+                    _surrogate_error((*loc, printable(key)), key, "this key")
+                stack.append((member, (*loc, key)))
+        elif isinstance(item, list):
+            stack.extend((member, (*loc, i)) for i, member in reversed(list(enumerate(item))))
+        elif isinstance(item, str) and _surrogate_at(item) is not None:
+            _surrogate_error(loc, item, "the string")
+
+
+def _surrogate_at(text: str) -> int | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _surrogate_error(loc: tuple[str | int, ...], text: str, what: str) -> None:
+    at = _surrogate_at(text)
+    raise ApiError(422, loc, f"{what} holds a lone UTF-16 surrogate, {printable(text[at])} at character "
+                   f"{at}, which is not a Unicode character: write a character beyond U+FFFF as a surrogate "
+                   "pair (\\ud83d\\ude00) or as UTF-8", "string_unicode")
 
 
 def json_body(model: type[Model]) -> Callable[[Request], Coroutine[Any, Any, Model]]:

@@ -8,7 +8,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 
 from service.api import requests
-from service.api.errors import ApiError
+from service.api.errors import ApiError, error_item, error_response
 from service.api.requests import is_json_media_type, loads
 
 orjson_loads = requests.orjson.loads
@@ -112,3 +112,33 @@ def test_forecast_bodies_in_utf8_only_and_never_encoded(client):
     assert plain.status_code == 415  # not silently ignored
     headers["Content-Encoding"] = "Identity"
     assert client.post("/forecast", content=body.encode(), headers=headers).status_code == 200
+
+
+VALID = '"times": [0, 1], "values": [[1, 2], [3, 4]], "at": [2]'
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ('{"series": [{"id": "\\ud800", ' + VALID + '}]}', "series[0].id"),
+    ('{"model": "ti\\uDC00ny", "series": [{' + VALID + '}]}', "model"),
+    ('{"series": [{' + VALID + ', "\\ud800": 1}]}', "series[0].\\ud800"),
+    ('{"\\udfff\\ud800": [], "series": [{' + VALID + '}]}', "\\udfff\\ud800"),
+    ('{"series": [{"times": [0, "2024-01-01T00:00:00\\ud800"], "values": [1, 2], "at": [NaN]}]}',
+     "series[0].times[1]"),
+])
+def test_lone_surrogates_are_refused_naming_the_field(client, text, field):
+    answer = client.post("/forecast", content=text.encode(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    (error,) = answer.json()["detail"]
+    assert error["field"] == field and error["type"] == "string_unicode"
+    assert "lone UTF-16 surrogate" in error["msg"]
+
+
+def test_surrogate_pairs_are_read():
+    assert loads(b'{"id": "\\ud83d\\ude00", "x": NaN}')["id"] == "\U0001F600"
+
+
+@pytest.mark.parametrize("path", ["/forecast", "/v2/models/x/infer"])
+def test_error_bodies_that_echo_a_lone_surrogate_can_be_written(path):
+    answer = error_response(path, 422, [error_item(("body", "a\ud800"), "'b\udfff' is wrong", "t")])
+    text = json.loads(answer.body)
+    assert "\\ud800" in json.dumps(text) and "\\\\udfff" in answer.body.decode()
