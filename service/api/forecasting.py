@@ -6,12 +6,13 @@ before any torch work, so a bad request costs microseconds and never reaches the
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from service.api.errors import ApiError, Loc
+from service.api.errors import ApiError, Loc, shown
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.api.schemas.forecast import ForecastRequest, SeriesIn
@@ -26,7 +27,7 @@ def _invalid(loc: Loc, msg: str, type: str) -> ApiError:
 
 
 def _over_limit(loc: Loc, what: str, count: int, setting: str, limit: int) -> ApiError:
-    return _invalid(loc, f"{count} {what}; the limit is {limit} (setting ODECAST_{setting.upper()})",
+    return _invalid(loc, f"{shown(count)} {what}; the limit is {limit} (setting ODECAST_{setting.upper()})",
                     "over_limit")
 
 
@@ -36,17 +37,24 @@ def time_numbers(points: Sequence[float | str], model: Forecaster, loc: Loc) -> 
         for j, point in enumerate(points):
             if isinstance(point, str):
                 raise _invalid((*loc, j), f"model {model.name!r} takes numeric times, got the string "
-                                          f"{point!r}", "time_type")
-        return np.asarray(points, dtype=np.float64)
+                                          f"{shown(point)}", "time_type")
+        try:
+            return np.asarray(points, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float (JSON allows 10**400)
+            j = next(j for j, point in enumerate(points) if abs(point) > sys.float_info.max)
+            raise _invalid((*loc, j), f"{shown(points[j])} is too large: a time must be a finite number "
+                                      "(at most about 1.8e308 in size)", "finite_number") from None
     seconds = np.empty(len(points))
     for j, point in enumerate(points):
         if not isinstance(point, str):
             raise _invalid((*loc, j), f"model {model.name!r} was trained on timestamps: send ISO-8601 "
-                                      f"strings such as '2024-03-01T12:00:00Z', not {point!r}", "time_type")
+                                      f"strings such as '2024-03-01T12:00:00Z', not {shown(point)}",
+                           "time_type")
         try:
             seconds[j] = parse_timestamp(point)
-        except ValueError as exc:
-            raise _invalid((*loc, j), str(exc), "timestamp_invalid") from None
+        except ValueError:
+            raise _invalid((*loc, j), f"{shown(point)} is not an ISO-8601 timestamp (expected e.g. "
+                                      "2024-03-01T12:00:00Z)", "timestamp_invalid") from None
     return to_unit(seconds, model.time_unit)
 
 
@@ -76,7 +84,7 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     repeats = np.flatnonzero(np.diff(times) == 0)
     if repeats.size:
         first, second = sorted((int(order[repeats[0]]), int(order[repeats[0] + 1])))
-        raise _invalid((*loc, "times", second), f"time {series.times[second]!r} repeats times[{first}]; "
+        raise _invalid((*loc, "times", second), f"time {shown(series.times[second])} repeats times[{first}]; "
                                                 "each time may be observed once", "duplicate_time")
     span = times[-1] - times[0]
     if span > model.max_horizon:
@@ -97,7 +105,7 @@ def _check_horizon(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str
         j = int(too_far[0])
         side = "before the first" if at[j] < times[0] else "after the last"
         unit = model.time_unit or "time units"
-        raise _invalid((*loc, j), f"{sent[j]!r} lies {distance[j]:g} {unit} {side} observation; model "
+        raise _invalid((*loc, j), f"{shown(sent[j])} lies {distance[j]:g} {unit} {side} observation; model "
                                   f"{model.name!r} answers at most {model.max_horizon:g} {unit} before the "
                                   "first or after the last observation", "beyond_horizon")
 

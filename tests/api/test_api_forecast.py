@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -213,3 +215,39 @@ def test_model_lookup_refusals(client):
 def test_solver_step_cap_is_a_422_with_the_reason(client):
     error = refusal(post(client, model="stiff"))
     assert error["type"] == "solver_step_limit" and "step cap" in error["msg"]
+
+
+def raw_post(client, text):
+    return client.post("/forecast", content=text, headers={"Content-Type": "application/json"})
+
+
+HUGE = "1" + "0" * 400  # 10**400: a JSON integer, beyond any float
+
+
+@pytest.mark.parametrize(("times", "at", "field"), [
+    (f"[0, 1, 2, {HUGE}]", "[2]", "series[0].times[3]"),
+    ("[0, 1, 2, 3]", f"[-{HUGE}]", "series[0].at[0]"),
+])
+def test_an_integer_beyond_any_float_is_a_422_naming_the_time(client, times, at, field):
+    values = json.dumps(SERIES["values"])
+    error = refusal(raw_post(client, f'{{"series": [{{"times": {times}, "values": {values}, "at": {at}}}]}}'))
+    assert error["field"] == field and "too large" in error["msg"] and len(error["msg"]) < 200, error
+
+
+@pytest.mark.parametrize(("field", "words"), [("num_samples", "the limit is"),
+                                             ("seed", "less than or equal")])
+def test_huge_counts_are_refused_without_echoing_every_digit(client, field, words):
+    error = refusal(raw_post(client, f'{{"series": [{json.dumps(SERIES)}], "{field}": {HUGE}}}'))
+    assert error["field"] == field and words in error["msg"] and len(error["msg"]) < 200, error
+    if field == "num_samples":
+        assert "(401 digits)" in error["msg"]
+
+
+def test_long_strings_are_cut_in_messages(client):
+    series = {"times": ["2024-03-01T00:00:00Z", "x" * 10_000], "values": [1.0, 2.0],
+              "at": ["2024-03-01T05:00:00Z"]}
+    error = refusal(client.post("/forecast", json={"model": "hourly", "series": [series]}))
+    assert error["field"] == "series[0].times[1]" and "(10002 characters)" in error["msg"]
+    assert len(error["msg"]) < 200 and "not an ISO-8601 timestamp" in error["msg"]
+    error = refusal(post(client, series=[{**SERIES, "at": ["y" * 10_000]}]))
+    assert error["field"] == "series[0].at[0]" and len(error["msg"]) < 200
