@@ -36,11 +36,13 @@ Forecasts for irregularly sampled time series from latent neural ODEs, and an MN
 **Errors** are `{"detail": [{"type", "loc", "field", "msg"}]}`, where `field` names the fault as
 one path (`series[0].values[3]`); under `/v2/` they are the Open Inference Protocol's
 `{"error": "..."}`. Malformed or over-limit requests get 422 (400 under `/v2/`), an unknown
-model 404, a body over the byte limit 413, a missing or wrong API key 401 (checked before the
-body is read), a model that is not loaded 503. `POST /forecast` reads JSON only: its
-Content-Type must be `application/json` (any case, any parameters) or `application/...+json`;
-anything else, a missing one included, gets 415, as does a `Content-Encoding` other than
-`identity`; the body must be UTF-8 (a byte order mark is skipped).
+model 404, a body over the byte limit 413, a body that does not arrive in full within
+`BODY_TIMEOUT_S` 408 (a client that leaves before its body is read is logged as 499), a
+missing or wrong API key 401 (checked before the body is read), a model that is not loaded
+503. `POST /forecast` reads JSON only: its Content-Type must be `application/json` (any case,
+any parameters) or `application/...+json`; anything else, a missing one included, gets 415, as
+does a `Content-Encoding` other than `identity`; the body must be UTF-8 (a byte order mark is
+skipped).
 
 **Horizon**: a requested time may lie at most the model's `max_horizon` (see `GET /models`)
 before the first or after the last observation, and a series' observations may span at most
@@ -60,8 +62,9 @@ numbers, otherwise as 0..1; OIP `infer` takes FP32 in [0, 1].
 
 
 def describe(settings: Settings) -> str:
+    limits = {**settings.limits(), "body_timeout_s": settings.body_timeout_s}
     rows = [f"| `{name.upper()}` | {value} | {type(settings).model_fields[name].description} |"
-            for name, value in settings.limits().items()]
+            for name, value in limits.items()]
     return DESCRIPTION + "\n".join(rows) + "\n"
 
 
@@ -123,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, dependencies=key_check)
     for router in (health.router, metrics.router):  # probes and metrics never need a key
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
     return app

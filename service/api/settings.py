@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         2_000_000, ge=1, description="Requested times x samples, summed over a request's series: "
                                      "bounds the memory and time of one /forecast call.")
     max_images: int = Field(64, ge=1, description="Images per /classify or OIP infer request.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a request body may take to arrive in full; a slower one gets 408.")
 
     @field_validator("models_dir")
     @classmethod
@@ -58,5 +60,6 @@ class Settings(BaseSettings):
         return level.upper()
 
     def limits(self) -> dict[str, int]:
-        """The request limits by setting name, for the OpenAPI description and GET /models."""
+        """The request limits by setting name, for the OpenAPI description and GET /models
+        (``body_timeout_s`` is listed with them in the description)."""
         return {name: getattr(self, name) for name in type(self).model_fields if name.startswith("max_")}

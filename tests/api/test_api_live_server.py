@@ -6,10 +6,12 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -18,9 +20,15 @@ STARTUP_SECONDS = 180  # a hang guard, not a timing target: a loaded CI machine 
 
 
 @pytest.fixture
-def server(models_dir):
+def server_env() -> dict[str, str]:
+    """More environment for the server; a test overrides it by parametrizing ``server_env``."""
+    return {}
+
+
+@pytest.fixture
+def server(models_dir, server_env):
     """Start ``odecast serve --port 0``; yield (base URL, the JSON log lines so far)."""
-    env = {**os.environ, "ODECAST_DEFAULT_MODEL": "tiny", "ODECAST_TORCH_THREADS": "1"}
+    env = {**os.environ, "ODECAST_DEFAULT_MODEL": "tiny", "ODECAST_TORCH_THREADS": "1", **server_env}
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", "0",
          "--models-dir", str(models_dir)],
@@ -89,3 +97,27 @@ def test_every_log_line_is_written_when_the_server_stops(server):
     ids = [entry["request_id"] for entry in logs if entry["logger"] == "odecast.access"]
     assert ids == [f"stop-{i}" for i in range(20)]
     assert logs[-1]["message"].startswith("Finished server process")
+
+
+def send_part_of_a_body(url: str, request_id: str) -> socket.socket:
+    address = urlsplit(url)
+    connection = socket.create_connection((address.hostname, address.port), timeout=30)
+    connection.sendall(f"POST /forecast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       f"X-Request-ID: {request_id}\r\nContent-Length: 100\r\n\r\n{{\"series\"".encode())
+    return connection
+
+
+@pytest.mark.parametrize("server_env", [{"ODECAST_BODY_TIMEOUT_S": "0.5"}])
+def test_short_bodies_time_out_or_count_as_client_disconnects(server):
+    url, logs, drain, _ = server
+    with send_part_of_a_body(url, "slow") as connection:
+        answer = connection.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 408 ") and "body_timeout" in answer
+    send_part_of_a_body(url, "gone").close()
+    time.sleep(0.5)
+    drain()
+    statuses = {entry["request_id"]: entry["status"] for entry in logs if entry["logger"] == "odecast.access"}
+    assert statuses["slow"] == 408 and statuses["gone"] == 499
+    assert not [entry for entry in logs if entry["logger"] == "odecast.error"]
+    metrics = httpx.get(url + "/metrics").text
+    assert 'endpoint="unmatched",method="POST",status="499"} 1.0' in metrics and 'status="500"' not in metrics

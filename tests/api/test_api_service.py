@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -255,3 +257,63 @@ def test_server_timing_reports_the_model_call(client):
     timings = dict(part.split(";dur=") for part in answer.headers["Server-Timing"].split(", "))
     assert set(timings) == {"model", "app"} and 0 < float(timings["model"]) <= float(timings["app"])
     assert client.get("/v2/health/live").headers["Server-Timing"].startswith("app;dur=")
+
+
+def call_asgi(app, messages, path="/forecast"):
+    """Send ``messages`` as the request's receive() answers (then stall); return what was sent."""
+    sent: list[dict] = []
+
+    async def run() -> None:
+        pending = list(messages)
+
+        async def receive():
+            if pending:
+                return pending.pop(0)
+            await asyncio.Event().wait()  # a client that sends nothing more
+
+        scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+                 "query_string": b"",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+                 "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("test", 1),
+                 "root_path": ""}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+
+    asyncio.run(run())
+    return sent
+
+
+def counted(app, status):
+    return app.state.metrics.requests.labels("POST", "unmatched", str(status))._value.get()
+
+
+def test_a_client_that_leaves_mid_body_is_a_499_not_a_500(models_dir, caplog):
+    app = create_app(Settings(models_dir=models_dir, torch_threads=1))
+    with caplog.at_level(logging.INFO, logger="odecast.access"):
+        sent = call_asgi(app, [{"type": "http.request", "body": b'{"ser', "more_body": True},
+                               {"type": "http.disconnect"}])
+    assert sent == []  # nothing can reach it
+    assert counted(app, 499) == 1 and counted(app, 500) == 0
+    (line,) = [r for r in caplog.records if r.name == "odecast.access"]
+    assert line.status == 499 and line.getMessage() == "POST /forecast 499"
+    assert not [r for r in caplog.records if r.name == "odecast.error"]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408(models_dir):
+    app = create_app(Settings(models_dir=models_dir, torch_threads=1, body_timeout_s=0.05))
+    started = time.perf_counter()
+    sent = call_asgi(app, [{"type": "http.request", "body": b'{"ser', "more_body": True}])
+    assert time.perf_counter() - started < 5
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    (error,) = json.loads(sent[1]["body"])["detail"]
+    assert error["field"] == "body" and error["type"] == "body_timeout"
+    assert "ODECAST_BODY_TIMEOUT_S" in error["msg"]
+    assert counted(app, 408) == 1
+
+
+def test_the_body_timeout_is_a_setting_listed_with_the_limits(make_client):
+    description = make_client(body_timeout_s=12.5).get("/openapi.json").json()["info"]["description"]
+    assert "| `BODY_TIMEOUT_S` | 12.5 |" in description

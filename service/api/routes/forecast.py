@@ -19,7 +19,7 @@ router = APIRouter(tags=["forecast"])
 
 
 @router.post("/forecast", response_model=ForecastResponse, response_class=FastJSONResponse,
-             responses=error_responses(401, 404, 413, 415, 422, 503),
+             responses=error_responses(401, 404, 408, 413, 415, 422, 503),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/ForecastRequest"}}}}})
 def forecast(body: Annotated[ForecastRequest, Depends(json_body(ForecastRequest))], registry: RegistryDep,

@@ -10,6 +10,7 @@ ERROR_MEANINGS = {
     400: "Malformed Open Inference Protocol request (its error names the tensor and the fault).",
     401: "An API key is configured and the request's is missing or wrong.",
     404: "No model of that name.",
+    408: "The request body did not arrive in full within the body timeout.",
     413: "The request body is over the byte limit.",
     415: "The body is not labelled or encoded as this endpoint reads it (the error names the header).",
     422: "The request is malformed or over a limit; each error names the field.",
