@@ -148,6 +148,14 @@ def test_malformed_series_name_the_field(client, series, field, words):
     ({"num_samples": 0}, "num_samples", "greater than or equal to 1"),
     ({"seed": -1}, "seed", "greater than or equal to 0"),
     ({"model": 3}, "model", "valid string"),
+    ({"seed": True}, "seed", "valid integer"),
+    ({"seed": "5"}, "seed", "valid integer"),
+    ({"seed": 1.0}, "seed", "valid integer"),
+    ({"num_samples": True}, "num_samples", "valid integer"),
+    ({"num_samples": "8"}, "num_samples", "valid integer"),
+    ({"num_samples": 8.0}, "num_samples", "valid integer"),
+    ({"quantiles": ["0.5"]}, "quantiles[0]", "valid number"),
+    ({"quantiles": [0.5, True]}, "quantiles[1]", "valid number"),
     ({"steps": 3}, "steps", "Extra inputs"),
 ])
 def test_malformed_options_name_the_field(client, fields, field, words):

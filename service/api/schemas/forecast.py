@@ -83,10 +83,13 @@ class ForecastRequest(BaseModel):
 
     model: str | None = Field(None, description="Model name (GET /models); default: the server's default.")
     series: list[SeriesIn] = Field(min_length=1)
-    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+    # Strict: a number is a JSON number, a count a JSON integer (not true, "5" or 5.0).
+    quantiles: list[Annotated[float, Field(strict=True, gt=0, lt=1)]] = Field(
         [0.05, 0.5, 0.95], description="Quantile levels in (0, 1), each at most once.")
-    num_samples: int = Field(64, ge=1, description="Posterior samples of the initial latent state.")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="The same request and seed give the same answer.")
+    num_samples: int = Field(64, strict=True, ge=1,
+                             description="Posterior samples of the initial latent state.")
+    seed: int = Field(0, strict=True, ge=0, le=2**63 - 1,
+                      description="The same request and seed give the same answer.")
 
 
 Matrix = list[list[float]]
