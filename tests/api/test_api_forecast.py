@@ -142,8 +142,8 @@ def test_malformed_series_name_the_field(client, series, field, words):
 
 
 @pytest.mark.parametrize(("fields", "field", "words"), [
-    ({"quantiles": [0.5, 1.0]}, "quantiles[1]", "less than 1"),
-    ({"quantiles": [0.0]}, "quantiles[0]", "greater than 0"),
+    ({"quantiles": [0.5, 1.0]}, "quantiles[1]", "finite number in (0, 1)"),
+    ({"quantiles": [0.0]}, "quantiles[0]", "finite number in (0, 1)"),
     ({"quantiles": [0.5, 0.2, 0.5]}, "quantiles[2]", "asked for twice"),
     ({"num_samples": 0}, "num_samples", "greater than or equal to 1"),
     ({"seed": -1}, "seed", "greater than or equal to 0"),
@@ -154,8 +154,8 @@ def test_malformed_series_name_the_field(client, series, field, words):
     ({"num_samples": True}, "num_samples", "valid integer"),
     ({"num_samples": "8"}, "num_samples", "valid integer"),
     ({"num_samples": 8.0}, "num_samples", "valid integer"),
-    ({"quantiles": ["0.5"]}, "quantiles[0]", "valid number"),
-    ({"quantiles": [0.5, True]}, "quantiles[1]", "valid number"),
+    ({"quantiles": ["0.5"]}, "quantiles[0]", "finite number in (0, 1)"),
+    ({"quantiles": [0.5, True]}, "quantiles[1]", "finite number in (0, 1)"),
     ({"steps": 3}, "steps", "Extra inputs"),
 ])
 def test_malformed_options_name_the_field(client, fields, field, words):
@@ -174,6 +174,13 @@ def test_non_finite_numbers_are_refused(client, text, field):
                          headers={"Content-Type": "application/json"})
     error = refusal(answer)
     assert error["field"] == field and "finite" in error["msg"]
+
+
+@pytest.mark.parametrize("level", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_non_finite_quantile_is_told_the_range(client, level):
+    error = refusal(raw_post(client, f'{{"series": [{json.dumps(SERIES)}], "quantiles": [0.5, {level}]}}'))
+    assert error["field"] == "quantiles[1]"
+    assert error["msg"] == "Input should be a finite number in (0, 1), exclusive"
 
 
 @pytest.mark.parametrize("time", ["true", "null", "[1]", '{"t": 1}'])

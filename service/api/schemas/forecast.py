@@ -31,6 +31,16 @@ TimePoint = Annotated[
 ]
 
 
+# A quantile level: a JSON number in (0, 1). One message for every fault, so that NaN (which
+# fails every comparison) is not told that it should be "less than 1".
+QuantileLevel = Annotated[
+    float, GetPydanticSchema(lambda _source, _handler: core_schema.custom_error_schema(
+        core_schema.float_schema(strict=True, allow_inf_nan=False, gt=0, lt=1), custom_error_type="quantile",
+        custom_error_message="Input should be a finite number in (0, 1), exclusive")),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
+]
+
+
 def _rows(value: Any) -> Any:
     """A flat list (one-channel model) becomes one-value rows; anything else is left to validate."""
     if not isinstance(value, list):
@@ -84,7 +94,7 @@ class ForecastRequest(BaseModel):
     model: str | None = Field(None, description="Model name (GET /models); default: the server's default.")
     series: list[SeriesIn] = Field(min_length=1)
     # Strict: a number is a JSON number, a count a JSON integer (not true, "5" or 5.0).
-    quantiles: list[Annotated[float, Field(strict=True, gt=0, lt=1)]] = Field(
+    quantiles: list[QuantileLevel] = Field(
         [0.05, 0.5, 0.95], description="Quantile levels in (0, 1), each at most once.")
     num_samples: int = Field(64, strict=True, ge=1,
                              description="Posterior samples of the initial latent state.")
