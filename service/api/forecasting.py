@@ -58,6 +58,18 @@ def time_numbers(points: Sequence[float | str], model: Forecaster, loc: Loc) -> 
     return to_unit(seconds, model.time_unit)
 
 
+def _repeat_message(sent: Sequence[float | str], first: int, second: int, model: Forecaster) -> str:
+    """Why times[second] repeats times[first], which it may do without being the same text."""
+    once = "each time may be observed once"
+    if sent[second] == sent[first]:
+        return f"time {shown(sent[second])} repeats times[{first}]; {once}"
+    if model.time_unit is not None:
+        return (f"time {shown(sent[second])} repeats times[{first}] ({shown(sent[first])}): timestamps are "
+                f"resolved to microseconds; {once}")
+    return (f"time {shown(sent[second])} is equal to times[{first}] ({shown(sent[first])}) at float64 "
+            f"precision, which times are read in; {once}")
+
+
 def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Loc) -> ForecastQuery:
     """One series as a :class:`ForecastQuery`: sorted by time, every check done."""
     if len(series.times) > settings.max_observations:
@@ -84,8 +96,8 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     repeats = np.flatnonzero(np.diff(times) == 0)
     if repeats.size:
         first, second = sorted((int(order[repeats[0]]), int(order[repeats[0] + 1])))
-        raise _invalid((*loc, "times", second), f"time {shown(series.times[second])} repeats times[{first}]; "
-                                                "each time may be observed once", "duplicate_time")
+        raise _invalid((*loc, "times", second), _repeat_message(series.times, first, second, model),
+                       "duplicate_time")
     span = times[-1] - times[0]
     if span > model.max_horizon:
         unit = model.time_unit or "time units"

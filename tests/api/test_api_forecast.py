@@ -95,6 +95,8 @@ def test_timestamps_for_a_model_trained_on_them(client):
 @pytest.mark.parametrize(("times", "values", "field", "words"), [
     (["2024-03-01T00:00:00Z", "2024-03-01T01:00:00+01:00"], [1.0, 2.0], "series[0].times[1]",
      "repeats times[0]"),
+    (["2024-03-01T00:00:00.0000001Z", "2024-03-01T00:00:00.0000002Z"], [1.0, 2.0], "series[0].times[1]",
+     "timestamps are resolved to microseconds"),
     (["2024-03-01T00:00:00Z", 5.0], [1.0, 2.0], "series[0].times[1]", "ISO-8601"),
     (["2024-03-01T00:00:00Z", "yesterday"], [1.0, 2.0], "series[0].times[1]", "not an ISO-8601"),
 ])
@@ -122,6 +124,8 @@ def with_series(**changes):
     (with_series(values=[[1.0, 0.5], [None, None], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[1]",
      "every channel is missing"),
     (with_series(times=[0.0, 0.37, 1.9, 0.37]), "series[0].times[3]", "repeats times[1]"),
+    (with_series(times=[2**53, 2**53 + 1, 2**53 + 4, 2**53 + 6]), "series[0].times[1]",
+     "9007199254740993 is equal to times[0] (9007199254740992) at float64 precision"),
     (with_series(times=[]), "series[0].times", "at least 1 item"),
     (with_series(at=[]), "series[0].at", "at least 1 item"),
     (with_series(at=[1.0, 12.3]), "series[0].at[1]", "10.1 time units after the last observation"),
