@@ -128,5 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        timeout_s=settings.body_timeout_s)
-    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
+    docs = frozenset(path for path in (app.openapi_url, app.docs_url, app.redoc_url,
+                                       app.swagger_ui_oauth2_redirect_url) if path)
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics, plain_paths=docs)
     return app

@@ -38,20 +38,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _route_template(scope: Scope) -> str:
+def _route_template(scope: Scope, plain_paths: frozenset[str]) -> str:
     """The matched route's path template (``/v2/models/{name}``), so metric labels stay few.
 
-    The router records the route in the scope. Requests refused before routing (unknown paths,
-    bodies over the limit) are counted as ``unmatched``: their raw paths could be anything.
+    The router records API routes in the scope; FastAPI's own pages (``/docs``, ``/redoc``,
+    ``/openapi.json``) are not recorded there and are named by ``plain_paths``. Requests refused
+    before routing (unknown paths, bodies over the limit) are counted as ``unmatched``: their raw
+    paths could be anything.
     """
-    route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        return route
+    return scope["path"] if scope["path"] in plain_paths else "unmatched"
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics):
+    def __init__(self, app: ASGIApp, metrics: Metrics, plain_paths: frozenset[str] = frozenset()):
         self.app = app
         self.metrics = metrics
+        self.plain_paths = plain_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +95,7 @@ class RequestContextMiddleware:
                 await error_response(scope["path"], 500, [item])(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            endpoint = _route_template(scope)
+            endpoint = _route_template(scope, self.plain_paths)
             self.metrics.observe_request(scope["method"], endpoint, status, seconds)
             access_log.info("%s %s %d", scope["method"], scope["path"], status,
                             extra={"method": scope["method"], "path": scope["path"], "status": status,

@@ -317,3 +317,13 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(models_dir):
 def test_the_body_timeout_is_a_setting_listed_with_the_limits(make_client):
     description = make_client(body_timeout_s=12.5).get("/openapi.json").json()["info"]["description"]
     assert "| `BODY_TIMEOUT_S` | 12.5 |" in description
+
+
+def test_docs_pages_have_their_own_metric_labels(client):
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/nope"):
+        client.get(path)
+    text = client.get("/metrics").text
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        assert f'odecast_http_requests_total{{endpoint="{path}",method="GET",status="200"}} 1.0' in text
+    assert 'odecast_http_requests_total{endpoint="unmatched",method="GET",status="404"} 1.0' in text
+    assert 'endpoint="unmatched",method="GET",status="200"' not in text
