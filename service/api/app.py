@@ -48,6 +48,10 @@ skipped).
 before the first or after the last observation, and a series' observations may span at most
 that much (twice the model's longest training series).
 
+**Values**: an observed value must lie within the model's `value_limits` (see `GET /models`):
+100 training standard deviations either side of its channel's training mean. Further out the
+model's answer no longer depends on the value, which is then almost always in the wrong units.
+
 **Pixels** (`POST /classify`, JSON): an image with any value above 1 is read as 0..255 whole
 numbers, otherwise as 0..1; OIP `infer` takes FP32 in [0, 1].
 

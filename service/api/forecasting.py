@@ -90,6 +90,11 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     if empty.size:
         raise _invalid((*loc, "values", int(empty[0])), "every channel is missing; a row needs at least "
                                                         "one value", "empty_row")
+    outside = model.value_out_of_limits(values)
+    if outside is not None:
+        row, channel = outside
+        message = f"{values[row, channel]:g} is out of range: {model.limits_message(channel)}"
+        raise _invalid((*loc, "values", row, channel), message, "value_out_of_range")
     times = time_numbers(series.times, model, (*loc, "times"))
     order = np.argsort(times, kind="stable")
     times, values = times[order], values[order]
@@ -156,7 +161,8 @@ def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
             prediction = model.predict(queries, quantiles=request.quantiles,
                                        num_samples=request.num_samples, seed=request.seed)
     except SolverStepLimitError as exc:
-        raise _invalid(("body", "series"), f"the ODE solver hit its step cap and gave up: {exc}",
+        where = ("body", "series") if exc.query is None else ("body", "series", exc.query)
+        raise _invalid(where, f"the ODE solver hit its step cap and gave up: {exc}",
                        "solver_step_limit") from None
     except ValueError as exc:
         raise _invalid(("body",), str(exc), "value_error") from None

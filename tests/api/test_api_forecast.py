@@ -233,9 +233,18 @@ def test_model_lookup_refusals(client):
     assert failed["field"] == "model" and "does not match" in failed["msg"]
 
 
-def test_solver_step_cap_is_a_422_with_the_reason(client):
-    error = refusal(post(client, model="stiff"))
+def test_solver_step_cap_is_a_422_with_the_reason_naming_the_series(client):
+    at_first_observation = {**SERIES, "at": [SERIES["times"][0]]}  # needs no solve
+    error = refusal(post(client, [at_first_observation, SERIES], model="stiff"))
     assert error["type"] == "solver_step_limit" and "step cap" in error["msg"]
+    assert error["field"] == "series[1]"
+
+
+def test_values_far_outside_the_training_data_are_refused(client):
+    outside = {**SERIES, "values": [[1.0, 0.5], [None, 0.4], [0.2, 1e9], [0.0, -0.3]]}
+    error = refusal(post(client, [SERIES, outside]))
+    assert error["field"] == "series[1].values[2][1]" and error["type"] == "value_out_of_range"
+    assert "1e+09 is out of range" in error["msg"] and "training standard deviations" in error["msg"]
 
 
 def raw_post(client, text):

@@ -24,6 +24,9 @@ class ModelInfo(BaseModel):
                                                     "numbers are in; null: plain numeric times.")
     max_horizon: float | None = Field(None, description="Forecasters: the farthest a requested time may "
                                                         "lie before the first or after the last observation.")
+    value_limits: list[list[float]] | None = Field(None, description="Forecasters: per channel, the "
+                                                                   "lowest and highest observed value "
+                                                                   "they read.")
     architecture: str | None = Field(None, description="Classifiers: odenet, rknet, resnet or mlp.")
 
     @classmethod
@@ -34,6 +37,8 @@ class ModelInfo(BaseModel):
         if entry.ready and entry.kind == forecaster.KIND:
             info.channels, info.time_unit = model.channels, model.time_unit
             info.max_horizon = model.max_horizon
+            low, high = model.value_limits
+            info.value_limits = [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
         if entry.ready and entry.kind == classifier.KIND:
             info.architecture = model.architecture
         return info
