@@ -8,6 +8,7 @@ tensor field (``inputs[0].shape``).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,10 +94,33 @@ def _values(tensor, loc: Loc, binary: bytes) -> np.ndarray:
     if tensor.data is None:
         raise _bad((*loc, "data"), "missing: give the values as 'data', or as binary data with "
                                    "parameters.binary_data_size")
+    return _json_values(tensor.data, (*loc, "data"))
+
+
+def _json_values(data: list, loc: Loc) -> np.ndarray:
+    """JSON ``data`` (flat or nested, row-major) -> float64 values, each checked to be a number.
+
+    numpy alone would read ``true`` as 1.0 and ``"0.5"`` as 0.5, and fail on an integer too large
+    for a float; so the leaves' types are checked first (in C: one object array, one set of types).
+    A fault is located by its flat, row-major index, as the range check locates one.
+    """
+    ragged = "not a (nested) list of numbers of one shape: its lists differ in length or depth"
     try:
-        return np.asarray(tensor.data, dtype=np.float64).ravel()
-    except (TypeError, ValueError) as exc:
-        raise _bad((*loc, "data"), f"not a (nested) list of numbers of one shape ({exc})") from None
+        leaves = np.asarray(data, dtype=object).ravel()
+    except ValueError:
+        raise _bad(loc, ragged) from None
+    if not set(map(type, leaves)) <= {float, int}:
+        k = next(k for k, value in enumerate(leaves) if type(value) not in (float, int))
+        if isinstance(leaves[k], list):
+            raise _bad(loc, ragged)
+        kind = {type(None): "null", bool: "a boolean", str: "a string"}.get(type(leaves[k]), "an object")
+        raise _bad((*loc, k), f"{kind} is not a number: FP32 data are numbers", "number_type")
+    try:
+        return leaves.astype(np.float64)
+    except OverflowError:
+        k = next(k for k, value in enumerate(leaves) if abs(value) > sys.float_info.max)
+        raise _bad((*loc, k), f"an integer of {len(str(abs(leaves[k])))} digits is too large for a number; "
+                              "FP32 pixels are 0..1", "pixel_range") from None
 
 
 def check_outputs(call: InferCall) -> None:

@@ -86,6 +86,9 @@ def test_png_and_jpeg_uploads(client):
     ({"images": [image_list(), image_list(np.where(DIGIT > 0, 127.5, 0))]}, "images[1][5][10]",
      "whole numbers"),
     ({"image": image_list(), "size": 3}, "size", "Extra inputs"),
+    ({"image": [[10**400] + row[1:] for row in image_list()]}, "image[0][0]", "finite number"),
+    ({"image": [[True] + row[1:] for row in image_list()]}, "image[0][0]", "valid number"),
+    ({"image": [["0"] + row[1:] for row in image_list()]}, "image[0][0]", "valid number"),
     ({"model": "tiny", "image": image_list()}, "model", "needs mnist_classifier"),
 ])
 def test_json_refusals(client, body, field, words):
@@ -198,6 +201,11 @@ def test_oip_infer_binary_tensor_extension_as_tritonclient_sends_it(client):
     (infer_body([0.0] * 784, [1, 784], outputs=[{"name": "logits"}]),
      "outputs[0].name: unknown output 'logits'"),
     ({"inputs": "x"}, "inputs: Input should be a valid array"),
+    (infer_body([0.0] * 783 + [10**400], [1, 784]), "inputs[0].data[783]: an integer of 401 digits"),
+    (infer_body([True] + [0.0] * 783, [1, 784]), "inputs[0].data[0]: a boolean is not a number"),
+    (infer_body([[0.0] * 784, ["0"] + [0.0] * 783], [2, 784]), "inputs[0].data[784]: a string is not"),
+    (infer_body([None] + [0.0] * 783, [1, 784]), "inputs[0].data[0]: null is not a number"),
+    (infer_body([[0.0] * 783 + [[0.0]]], [1, 784]), "inputs[0].data: not a (nested) list of numbers"),
 ])
 def test_oip_infer_refusals_are_400_naming_the_field(client, body, message):
     answer = client.post("/v2/models/digits/infer", json=body)
