@@ -201,6 +201,8 @@ def test_oip_infer_binary_tensor_extension_as_tritonclient_sends_it(client):
     (infer_body([0.0] * 784, [1, 784], outputs=[{"name": "logits"}]),
      "outputs[0].name: unknown output 'logits'"),
     ({"inputs": "x"}, "inputs: Input should be a valid array"),
+    (infer_body([0.0] * 784, ["1", "784"]), "inputs[0].shape[0]: Input should be a valid integer"),
+    (infer_body([0.0] * 784, [1.0, 784.0]), "inputs[0].shape[0]: Input should be a valid integer"),
     (infer_body([0.0] * 783 + [10**400], [1, 784]), "inputs[0].data[783]: an integer of 401 digits"),
     (infer_body([True] + [0.0] * 783, [1, 784]), "inputs[0].data[0]: a boolean is not a number"),
     (infer_body([[0.0] * 784, ["0"] + [0.0] * 783], [2, 784]), "inputs[0].data[784]: a string is not"),

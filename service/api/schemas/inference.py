@@ -8,7 +8,7 @@ Answers are always JSON, which every OIP client reads.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +18,7 @@ OUTPUT_NAME = "probabilities"
 
 class RequestInput(BaseModel):
     name: str
-    shape: list[int]
+    shape: list[Annotated[int, Field(strict=True)]]  # JSON integers: not "1", 1.0 or true
     datatype: str
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = Field(None, description="Row-major values, nested or flat; absent when the "
