@@ -84,9 +84,12 @@ def input_images(call: InferCall, max_images: int) -> np.ndarray:
 def _values(tensor, loc: Loc, binary: bytes) -> np.ndarray:
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != len(binary):
+        if type(size) is not int:
             raise _bad((*loc, "parameters", "binary_data_size"),
-                       f"{size!r}, but {len(binary)} bytes follow the JSON header")
+                       f"{size!r} must be an integer: the byte count of the binary data")
+        if size != len(binary):
+            raise _bad((*loc, "parameters", "binary_data_size"),
+                       f"{size}, but {len(binary)} bytes follow the JSON header")
         if size % 4:
             raise _bad((*loc, "parameters", "binary_data_size"),
                        f"{size} bytes is not a whole number of FP32 values")

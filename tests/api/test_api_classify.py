@@ -232,6 +232,13 @@ def test_oip_infer_other_refusals(make_client):
     wrong_size = client.post("/v2/models/digits/infer", content=header + b"\0" * 16,
                              headers={"Inference-Header-Content-Length": str(len(header))})
     assert wrong_size.status_code == 400 and "inputs[0].data: missing" in wrong_size.json()["error"]
+    for size in (3136.0, "3136", True):
+        sized = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                                        "parameters": {"binary_data_size": size}}]}).encode()
+        fractional = client.post("/v2/models/digits/infer", content=sized + b"\0" * 3136,
+                                 headers={"Inference-Header-Content-Length": str(len(sized))})
+        assert fractional.status_code == 400
+        assert f"binary_data_size: {size!r} must be an integer" in fractional.json()["error"], fractional.text
     lying = client.post("/v2/models/digits/infer", content=header,
                         headers={"Inference-Header-Content-Length": "99999"})
     assert lying.status_code == 400 and "Inference-Header-Content-Length" in lying.json()["error"]
