@@ -5,9 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
-from service.model.digit_image import image_bytes_to_mnist
+from service.api.settings import BUNDLED_MODELS_DIR
+from service.model import digit_image
+from service.model.classifier import Classifier
+from service.model.digit_image import WORK_SIDE, decode_grey, image_bytes_to_mnist
 from training.data.mnist_idx import load_split
 
 SAMPLE = Path(__file__).parent / "data" / "mnist-sample"
@@ -29,6 +33,13 @@ def photo_of(digit: np.ndarray, scale: int = 6, offset: tuple[int, int] = (40, 9
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def difference_up_to_a_pixel(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest pixel difference once ``b`` is moved by at most one pixel each way: centring by
+    the centre of mass rounds to whole pixels, so a centre near .5 may land either side."""
+    return min(float(np.abs(a - np.roll(b, (dy, dx), axis=(0, 1))).max())
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 @pytest.mark.parametrize(("fmt", "options"), [("PNG", {}), ("JPEG", {"quality": 85})])
@@ -104,3 +115,32 @@ def test_blank_images_are_empty(image):
 def test_rejects_huge_images():
     with pytest.raises(ValueError, match="too large"):
         image_bytes_to_mnist(encode(Image.new("1", (4100, 4100), 0), "PNG"))
+
+
+@pytest.mark.skipif(not (BUNDLED_MODELS_DIR / "mnist-odenet" / "config.json").is_file(),
+                    reason="models/mnist-odenet is not bundled yet (trained offline)")
+@pytest.mark.parametrize(("fmt", "index"), [("PNG", 0), ("JPEG", 1)])
+def test_a_large_upload_is_reduced_before_the_float_work_and_reads_the_same(fmt, index, monkeypatch):
+    """A 3790x3740 page costs about a tenth of a second, not a second, and gives the same digit."""
+    digit = load_split(SAMPLE, "test").images[index]
+    large = encode(photo_of(digit, scale=130, offset=(400, 300)), fmt)
+    assert max(decode_grey(large).shape) < 2 * WORK_SIDE
+    reduced = image_bytes_to_mnist(large)
+    with monkeypatch.context() as unreduced:
+        unreduced.setattr(digit_image, "WORK_SIDE", 10**6)
+        assert difference_up_to_a_pixel(reduced, image_bytes_to_mnist(large)) < 0.02
+    small = image_bytes_to_mnist(encode(photo_of(digit), fmt))
+    classifier = Classifier.load(BUNDLED_MODELS_DIR / "mnist-odenet")
+    probabilities, _ = classifier.predict(torch.from_numpy(np.stack([reduced, small]))[:, None])
+    assert probabilities[0].argmax() == probabilities[1].argmax()
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "RGBA", "I;16"])
+def test_large_images_of_every_mode_are_reduced(mode, monkeypatch):
+    """Palette indices, 1-bit and 16-bit pixels are converted before they are averaged."""
+    page = drawn_one(255, 0).resize((2400, 4000))
+    image = page.convert(mode) if mode != "I;16" else Image.fromarray(np.asarray(page, np.uint16) * 257)
+    data = encode(image, "PNG")
+    reduced = image_bytes_to_mnist(data)
+    monkeypatch.setattr(digit_image, "WORK_SIDE", 10**6)
+    assert difference_up_to_a_pixel(reduced, image_bytes_to_mnist(data)) < 0.05
