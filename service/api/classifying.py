@@ -5,14 +5,40 @@ Every refusal names the image and pixel (``images[3][12][7]``) or upload (``file
 
 from __future__ import annotations
 
+from contextlib import aclosing
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.api.errors import ApiError, Loc
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.model.classifier import Classifier
 from service.model.digit_image import image_bytes_to_mnist
+
+FORM_FIELDS = ("file", "model")
+
+
+@dataclass
+class Upload:
+    filename: str | None
+    data: bytes
+
+    def named(self, k: int) -> str:
+        """How a message names it: its filename, else its place among the 'file' parts."""
+        return repr(self.filename[:100]) if self.filename else f"upload {k}"
+
+
+@dataclass
+class ClassifyInput:
+    model: str | None
+    pixels: np.ndarray | None = None   # (N, 28, 28) as sent in JSON, not yet scaled
+    locs: tuple[Loc, ...] = ()         # where each JSON image sits in the body
+    uploads: list[Upload] | None = None
 
 
 def _invalid(loc: Loc, msg: str, type: str) -> ApiError:
@@ -47,14 +73,63 @@ def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
     return scaled
 
 
-def decode_uploads(uploads: list[bytes], loc: Loc) -> np.ndarray:
+def media_type(content_type: str | None) -> str:
+    """``Multipart/Form-Data; boundary=x`` -> ``multipart/form-data``: types are case-insensitive."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+async def read_form(request: Request, max_images: int) -> ClassifyInput:
+    """A multipart body: 'file' parts (up to ``max_images``) and an optional 'model' field.
+
+    Starlette's parser is called directly rather than through ``request.form``, which answers
+    its faults as 400s naming no field.
+    """
+    try:
+        async with aclosing(request.stream()) as stream:
+            form = await MultiPartParser(request.headers, stream, max_files=max_images,
+                                         max_fields=len(FORM_FIELDS)).parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            raise _invalid(("body", "file"), f"more than {max_images} files; the limit is {max_images} "
+                           "(setting ODECAST_MAX_IMAGES)", "over_limit") from None
+        if exc.message.startswith("Too many fields"):
+            raise _invalid(("body",), f"more than {len(FORM_FIELDS)} text fields; the form takes 'file' "
+                           "parts and one 'model' field", "extra_forbidden") from None
+        reason = f"{exc.message} ({exc.__cause__})" if exc.__cause__ else exc.message
+        raise _invalid(("body",), f"malformed multipart/form-data body: {reason}",
+                       "multipart_invalid") from None
+    try:
+        return await _form_input(form)
+    finally:
+        await form.close()
+
+
+async def _form_input(form) -> ClassifyInput:
+    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+    if unknown:
+        raise _invalid(("body", unknown[0]), f"unknown form field; expected {' and '.join(FORM_FIELDS)}",
+                       "extra_forbidden")
+    files = form.getlist("file")
+    if not files:
+        raise _invalid(("body", "file"), "missing: upload a PNG or JPEG image as the 'file' part", "missing")
+    if not all(isinstance(item, UploadFile) for item in files):
+        raise _invalid(("body", "file"), "must be a file upload, not a text field", "file_type")
+    models = form.getlist("model")
+    if len(models) > 1 or not all(isinstance(model, str) for model in models):
+        raise _invalid(("body", "model"), "must be one text field", "string_type")
+    return ClassifyInput(models[0] if models else None,
+                         uploads=[Upload(item.filename, await item.read()) for item in files])
+
+
+def decode_uploads(uploads: list[Upload], loc: Loc) -> np.ndarray:
     """PNG/JPEG files -> (N, 28, 28) float32 MNIST-style digits (see service.model.digit_image)."""
     digits = []
-    for k, data in enumerate(uploads):
+    for k, upload in enumerate(uploads):
         try:
-            digits.append(image_bytes_to_mnist(data))
+            digits.append(image_bytes_to_mnist(upload.data))
         except ValueError as exc:
-            raise _invalid((*loc, k) if len(uploads) > 1 else loc, str(exc), "image_invalid") from None
+            raise _invalid((*loc, k) if len(uploads) > 1 else loc, f"{upload.named(k)}: {exc}",
+                           "image_invalid") from None
     return np.stack(digits)
 
 

@@ -24,7 +24,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -55,6 +55,8 @@ def decode_grey(data: bytes) -> np.ndarray:
                 raw = np.asarray(image, dtype=np.float64)
                 return raw / (65535.0 if raw.max() > 255 else 255.0)
             rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
+    except UnidentifiedImageError:  # its message shows the BytesIO object's address
+        raise ValueError("not a PNG or JPEG image: it begins like one, but Pillow cannot read it") from None
     except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"corrupt or unsupported image ({exc})") from exc
     grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])

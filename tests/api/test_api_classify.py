@@ -119,6 +119,36 @@ def test_upload_refusals(client, files, data, field, words):
     assert error["field"] == field and words in error["msg"], error
 
 
+def test_multipart_faults_name_the_field(make_client):
+    client = make_client(max_images=2)
+    files = [("file", (f"{i}.png", png_of_a_digit(), "image/png")) for i in range(4)]
+    error = refusal(client.post("/classify", files=files))
+    assert (error["field"], error["type"]) == ("file", "over_limit") and "limit is 2" in error["msg"], error
+    for content_type, body in [("multipart/form-data", b"abc"),
+                               ("multipart/form-data; boundary=XX", b"garbage"),
+                               ("multipart/form-data; boundary=XX", b"--XX\r\nnonsense\r\n\r\n--XX--\r\n")]:
+        error = refusal(client.post("/classify", content=body, headers={"Content-Type": content_type}))
+        assert error["field"] == "body" and "multipart" in error["msg"], error
+    error = refusal(client.post("/classify", data={"model": "digits", "a": "1", "b": "2"}, files=files[:1]))
+    assert error["field"] == "body" and "text fields" in error["msg"], error
+
+
+def test_multipart_content_type_is_case_insensitive(client):
+    files = {"file": ("d.png", png_of_a_digit(), "image/png")}
+    request = client.build_request("POST", "/classify", files=files)
+    content_type = request.headers["content-type"].replace("multipart/form-data", "Multipart/Form-Data")
+    answer = client.post("/classify", content=request.read(), headers={"Content-Type": content_type})
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_unreadable_image_is_named_without_internals(client):
+    fake = png_of_a_digit()[:8] + bytes(100)  # a PNG signature, then nothing Pillow can identify
+    files = [("file", ("good.png", png_of_a_digit(), "image/png")), ("file", ("fake.png", fake, "image/png"))]
+    error = refusal(client.post("/classify", files=files))
+    assert error["field"] == "file[1]" and "0x" not in error["msg"], error
+    assert error["msg"].startswith("'fake.png': not a PNG or JPEG image"), error
+
+
 def test_blank_upload_and_missing_file(client):
     blank = io.BytesIO()
     Image.new("L", (50, 50), 255).save(blank, format="PNG")

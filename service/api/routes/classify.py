@@ -6,17 +6,16 @@ itself is a plain ``def``, so image decoding and torch run in the threadpool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from service.api import classifying
+from service.api.classifying import ClassifyInput
 from service.api.deps import MetricsDep, RegistryDep, SettingsDep, serving_model
-from service.api.errors import ApiError, Loc, body_validation_error
+from service.api.errors import body_validation_error
 from service.api.responses import FastJSONResponse
 from service.api.schemas.classify import ClassifyRequest, ClassifyResponse
 from service.api.schemas.common import error_responses
@@ -24,7 +23,6 @@ from service.model.classifier import KIND
 
 router = APIRouter(tags=["classify"])
 
-FORM_FIELDS = ("file", "model")
 MULTIPART_SCHEMA = {
     "type": "object", "required": ["file"],
     "properties": {
@@ -36,17 +34,9 @@ MULTIPART_SCHEMA = {
 }
 
 
-@dataclass
-class ClassifyInput:
-    model: str | None
-    pixels: np.ndarray | None = None   # (N, 28, 28) as sent in JSON, not yet scaled
-    locs: tuple[Loc, ...] = ()         # where each JSON image sits in the body
-    uploads: list[bytes] | None = None
-
-
 async def read_classify_input(request: Request, settings: SettingsDep) -> ClassifyInput:
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return await _read_multipart(request, settings.max_images)
+    if classifying.media_type(request.headers.get("content-type")) == "multipart/form-data":
+        return await classifying.read_form(request, settings.max_images)
     try:
         body = ClassifyRequest.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -56,25 +46,6 @@ async def read_classify_input(request: Request, settings: SettingsDep) -> Classi
         locs = tuple(("body", "images", i) for i in range(len(body.images)))
         return ClassifyInput(body.model, np.asarray(body.images, dtype=np.float64), locs)
     return ClassifyInput(body.model, np.asarray([body.image], dtype=np.float64), (("body", "image"),))
-
-
-async def _read_multipart(request: Request, max_images: int) -> ClassifyInput:
-    form = await request.form(max_files=max_images + 1, max_fields=len(FORM_FIELDS))
-    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
-    if unknown:
-        raise ApiError(422, ("body", unknown[0]), f"unknown form field; expected {' and '.join(FORM_FIELDS)}",
-                       "extra_forbidden")
-    files = form.getlist("file")
-    if not files:
-        raise ApiError(422, ("body", "file"), "missing: upload a PNG or JPEG image as the 'file' part",
-                       "missing")
-    if not all(isinstance(item, UploadFile) for item in files):
-        raise ApiError(422, ("body", "file"), "must be a file upload, not a text field", "file_type")
-    classifying.check_count(len(files), max_images, ("body", "file"))
-    model = form.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(422, ("body", "model"), "must be a text field", "string_type")
-    return ClassifyInput(model, uploads=[await item.read() for item in files])
 
 
 @router.post("/classify", response_model=ClassifyResponse, response_class=FastJSONResponse,
