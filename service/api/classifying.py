@@ -5,18 +5,21 @@ Every refusal names the image and pixel (``images[3][12][7]``) or upload (``file
 
 from __future__ import annotations
 
+import codecs
 from contextlib import aclosing
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from fastapi import Request
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.api.errors import ApiError, Loc
+from service.api.errors import ApiError, Loc, body_validation_error
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
+from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
 from service.model.digit_image import image_bytes_to_mnist
 
@@ -73,9 +76,34 @@ def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
     return scaled
 
 
-def media_type(content_type: str | None) -> str:
-    """``Multipart/Form-Data; boundary=x`` -> ``multipart/form-data``: types are case-insensitive."""
-    return (content_type or "").split(";")[0].strip().lower()
+def body_kind(content_type: str | None) -> str:
+    """"json" or "multipart", by the Content-Type's media type (any case, any parameters); else 415.
+
+    JSON is ``application/json`` or ``application/<anything>+json``, as /forecast reads it.
+    """
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return "multipart"
+    maintype, _, subtype = media_type.partition("/")
+    if maintype == "application" and (subtype == "json" or subtype.endswith("+json")):
+        return "json"
+    given = f"{content_type!r} is not accepted" if content_type else "missing"
+    raise ApiError(415, ("header", "Content-Type"), f"{given}: send pixel arrays as application/json or "
+                   "PNG/JPEG files as multipart/form-data", "unsupported_media_type")
+
+
+def read_json(body: bytes, max_images: int) -> ClassifyInput:
+    """A JSON body (UTF-8, with or without a byte order mark) of one 'image' or a list of 'images'."""
+    try:
+        request = ClassifyRequest.model_validate_json(body.removeprefix(codecs.BOM_UTF8))
+    except ValidationError as exc:
+        raise body_validation_error(exc) from None
+    if request.images is None:
+        pixels = np.asarray([request.image], dtype=np.float64)
+        return ClassifyInput(request.model, pixels, (("body", "image"),))
+    check_count(len(request.images), max_images, ("body", "images"))
+    locs = tuple(("body", "images", i) for i in range(len(request.images)))
+    return ClassifyInput(request.model, np.asarray(request.images, dtype=np.float64), locs)
 
 
 async def read_form(request: Request, max_images: int) -> ClassifyInput:

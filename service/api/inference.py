@@ -8,6 +8,7 @@ tensor field (``inputs[0].shape``).
 
 from __future__ import annotations
 
+import codecs
 import sys
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ async def read_infer_call(request: Request) -> InferCall:
         raise _bad(("header", "Inference-Header-Content-Length"),
                    f"{declared!r} is not a byte count within the {len(body)}-byte body", "invalid_header")
     try:
-        return InferCall(InferRequest.model_validate_json(header), binary)
+        return InferCall(InferRequest.model_validate_json(header.removeprefix(codecs.BOM_UTF8)), binary)
     except ValidationError as exc:
         raise body_validation_error(exc) from None
 

@@ -141,6 +141,23 @@ def test_multipart_content_type_is_case_insensitive(client):
     assert answer.status_code == 200, answer.text
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "Application/JSON; charset=utf-8",
+                                          "application/vnd.api+json"])
+def test_json_content_types_and_a_byte_order_mark_as_forecast_reads_them(client, content_type):
+    body = json.dumps({"image": image_list()}).encode()
+    for raw in (body, b"\xef\xbb\xbf" + body):
+        answer = client.post("/classify", content=raw, headers={"Content-Type": content_type})
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_other_content_types_are_415_naming_the_header(client, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = client.post("/classify", content=json.dumps({"image": image_list()}), headers=headers)
+    error = refusal(answer, 415)
+    assert error["field"] == "header.Content-Type" and "application/json" in error["msg"], error
+
+
 def test_an_unreadable_image_is_named_without_internals(client):
     fake = png_of_a_digit()[:8] + bytes(100)  # a PNG signature, then nothing Pillow can identify
     files = [("file", ("good.png", png_of_a_digit(), "image/png")), ("file", ("fake.png", fake, "image/png"))]
@@ -154,8 +171,8 @@ def test_blank_upload_and_missing_file(client):
     Image.new("L", (50, 50), 255).save(blank, format="PNG")
     error = refusal(client.post("/classify", files={"file": ("blank.png", blank.getvalue(), "image/png")}))
     assert "no digit" in error["msg"]
-    error = refusal(client.post("/classify", data={"model": "digits"}, files={}))
-    assert error["field"] in ("file", "body")
+    error = refusal(client.post("/classify", files={"model": (None, "digits")}))  # multipart, no file part
+    assert error["field"] == "file" and error["msg"].startswith("missing"), error
 
 
 def test_classify_limits(make_client):
@@ -191,6 +208,10 @@ def test_oip_infer_json_matches_classify(client):
     reference = classified["predictions"][0]["probabilities"]
     flat = client.post("/v2/models/digits/infer", json=infer_body(DIGIT.ravel().tolist(), [1, 784]))
     assert flat.status_code == 200, flat.text
+    bom_body = b"\xef\xbb\xbf" + json.dumps(infer_body(DIGIT.ravel().tolist(), [1, 784])).encode()
+    with_bom = client.post("/v2/models/digits/infer", content=bom_body,
+                           headers={"Content-Type": "application/json"})
+    assert with_bom.json() == flat.json(), with_bom.text
     body = flat.json()
     assert body["model_name"] == "digits" and body["id"] == "req-7" and body["parameters"]["nfe"] == 0
     (output,) = body["outputs"]

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 
 from service.api import classifying
 from service.api.classifying import ClassifyInput
 from service.api.deps import MetricsDep, RegistryDep, SettingsDep, serving_model
-from service.api.errors import body_validation_error
 from service.api.responses import FastJSONResponse
-from service.api.schemas.classify import ClassifyRequest, ClassifyResponse
-from service.api.schemas.common import error_responses
+from service.api.schemas.classify import ClassifyResponse
+from service.api.schemas.common import ErrorBody, error_responses
 from service.model.classifier import KIND
 
 router = APIRouter(tags=["classify"])
@@ -35,21 +32,15 @@ MULTIPART_SCHEMA = {
 
 
 async def read_classify_input(request: Request, settings: SettingsDep) -> ClassifyInput:
-    if classifying.media_type(request.headers.get("content-type")) == "multipart/form-data":
+    if classifying.body_kind(request.headers.get("content-type")) == "multipart":
         return await classifying.read_form(request, settings.max_images)
-    try:
-        body = ClassifyRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise body_validation_error(exc) from None
-    if body.images is not None:
-        classifying.check_count(len(body.images), settings.max_images, ("body", "images"))
-        locs = tuple(("body", "images", i) for i in range(len(body.images)))
-        return ClassifyInput(body.model, np.asarray(body.images, dtype=np.float64), locs)
-    return ClassifyInput(body.model, np.asarray([body.image], dtype=np.float64), (("body", "image"),))
+    return classifying.read_json(await request.body(), settings.max_images)
 
 
 @router.post("/classify", response_model=ClassifyResponse, response_class=FastJSONResponse,
-             responses=error_responses(401, 404, 413, 422, 503),
+             responses={**error_responses(401, 404, 413, 422, 503),
+                        415: {"model": ErrorBody, "description": "The Content-Type is neither JSON nor "
+                                                                 "multipart/form-data."}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}},
                  "multipart/form-data": {"schema": MULTIPART_SCHEMA}}}})
