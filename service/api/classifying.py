@@ -143,8 +143,9 @@ async def _form_input(form) -> ClassifyInput:
     if not all(isinstance(item, UploadFile) for item in files):
         raise _invalid(("body", "file"), "must be a file upload, not a text field", "file_type")
     models = form.getlist("model")
-    if len(models) > 1 or not all(isinstance(model, str) for model in models):
-        raise _invalid(("body", "model"), "must be one text field", "string_type")
+    if len(models) > 1 or not all(isinstance(model, str) and model for model in models):
+        raise _invalid(("body", "model"), "must be one non-empty text field (or absent, for the server's "
+                       "default classifier)", "string_type")
     return ClassifyInput(models[0] if models else None,
                          uploads=[Upload(item.filename, await item.read()) for item in files])
 

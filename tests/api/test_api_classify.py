@@ -90,6 +90,7 @@ def test_png_and_jpeg_uploads(client):
     ({"image": [[True] + row[1:] for row in image_list()]}, "image[0][0]", "valid number"),
     ({"image": [["0"] + row[1:] for row in image_list()]}, "image[0][0]", "valid number"),
     ({"model": "tiny", "image": image_list()}, "model", "needs mnist_classifier"),
+    ({"model": "", "image": image_list()}, "model", "at least 1 character"),
 ])
 def test_json_refusals(client, body, field, words):
     error = refusal(client.post("/classify", json=body))
@@ -111,6 +112,7 @@ def test_non_finite_pixels_and_broken_json(client):
     ({"file": ("x.png", png_of_a_digit((40, 40))[:60], "image/png")}, None, "file", "corrupt"),
     ({"other": ("x.png", png_of_a_digit(), "image/png")}, None, "other", "unknown form field"),
     ({"file": ("x.png", png_of_a_digit(), "image/png")}, {"model": "nope"}, "model", "unknown model"),
+    ({"file": ("x.png", png_of_a_digit(), "image/png")}, {"model": ""}, "model", "non-empty"),
 ])
 def test_upload_refusals(client, files, data, field, words):
     answer = client.post("/classify", files=files, data=data)

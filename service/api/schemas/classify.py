@@ -25,7 +25,8 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"image": [[0.0] * SIDE] * 10 + [[0.0] * 12 + [1.0] * 4 + [0.0] * 12] * 8 + [[0.0] * SIDE] * 10}]})
 
-    model: str | None = Field(None, description="Classifier name (GET /models); default: the server's.")
+    model: str | None = Field(None, min_length=1, description="Classifier name (GET /models); when "
+                                                              "absent, the server's default.")
     image: Image | None = Field(None, description="One image.")
     images: list[Image] | None = Field(None, min_length=1, description="Several images (up to the limit).")
 
