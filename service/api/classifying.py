@@ -21,7 +21,7 @@ from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
-from service.model.digit_image import image_bytes_to_mnist
+from service.model.digit_image import MIN_CONTRAST, image_bytes_to_mnist
 
 FORM_FIELDS = ("file", "model")
 
@@ -58,6 +58,8 @@ def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
     """(N, 28, 28) values by the documented rule -> float32 in [0, 1].
 
     An image with any value above 1 is 0..255 (whole numbers, divided by 255); else 0..1.
+    An image whose pixels all lie within MIN_CONTRAST of each other has no digit, and is
+    refused as an uploaded picture with no digit standing out from its background is.
     """
     scaled = np.empty(images.shape, dtype=np.float32)
     for image, out, loc in zip(images, scaled, locs, strict=True):
@@ -73,6 +75,10 @@ def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
             row, col = (int(i) for i in np.argwhere(bad)[0])
             raise _invalid((*loc, row, col), f"{image[row, col]:g} is out of range: {rule}", "pixel_range")
         out[:] = image / scale
+        if out.max() - out.min() < MIN_CONTRAST:
+            raise _invalid(loc, "image is empty: no digit stands out from the background (every pixel is "
+                                f"within {MIN_CONTRAST} of {out.min():.3g}, on the 0..1 scale)",
+                           "image_empty")
     return scaled
 
 

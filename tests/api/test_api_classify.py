@@ -168,6 +168,13 @@ def test_an_unreadable_image_is_named_without_internals(client):
     assert error["msg"].startswith("'fake.png': not a PNG or JPEG image"), error
 
 
+@pytest.mark.parametrize("blank", [np.zeros((28, 28)), np.full((28, 28), 255), np.full((28, 28), 0.05)])
+def test_a_blank_json_image_is_refused_as_a_blank_upload_is(client, blank):
+    error = refusal(client.post("/classify", json={"images": [image_list(), image_list(blank)]}))
+    assert (error["field"], error["type"]) == ("images[1]", "image_empty"), error
+    assert "no digit" in error["msg"], error
+
+
 def test_blank_upload_and_missing_file(client):
     blank = io.BytesIO()
     Image.new("L", (50, 50), 255).save(blank, format="PNG")
