@@ -23,7 +23,9 @@ metadata_router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol
 def _entry(registry: ModelRegistry, name: str) -> ModelEntry:
     entry = registry.get(name)
     if entry is None:
-        raise ApiError(404, ("path", "name"), f"unknown model {name!r}", "unknown_model")
+        known = ", ".join(registry.names()) or "none"
+        raise ApiError(404, ("path", "name"), f"unknown model {name!r}; models here: {known}",
+                       "unknown_model")
     return entry
 
 
