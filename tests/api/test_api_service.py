@@ -87,6 +87,20 @@ def test_oip_model_metadata_and_readiness(client):
         assert "digits-ode" in message
 
 
+@pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/tiny",
+                                  "/v2/models/tiny/ready", "/models"])
+def test_head_answers_as_get_without_a_body(client, path):
+    got, head = client.get(path), client.head(path)
+    assert (head.status_code, head.content) == (got.status_code, b""), path
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert client.head("/v2/models/nope").status_code == 404
+
+
+def test_head_is_not_a_second_openapi_operation(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "head" not in paths["/models"] and "get" in paths["/models"]
+
+
 def test_unknown_route_and_method_use_the_error_shape(client):
     missing = client.get("/nowhere")
     assert missing.status_code == 404 and missing.json()["detail"][0]["msg"] == "Not Found"

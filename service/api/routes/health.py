@@ -6,6 +6,9 @@ readiness, not killed); readiness is 200 only while the default model is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from service import __version__
@@ -20,6 +23,16 @@ router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol v2)"])
 metadata_router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol v2)"])
 
 
+def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable:
+    """``router.get(path, ...)`` that answers HEAD too, as GET without the body (the server drops
+    a HEAD answer's body). HEAD stays out of the OpenAPI document: a second operation with the
+    GET's id would be a duplicate."""
+    def register(endpoint: Callable) -> Callable:
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False, **options)
+        return router.get(path, **options)(endpoint)
+    return register
+
+
 def _entry(registry: ModelRegistry, name: str) -> ModelEntry:
     entry = registry.get(name)
     if entry is None:
@@ -29,13 +42,13 @@ def _entry(registry: ModelRegistry, name: str) -> ModelEntry:
     return entry
 
 
-@router.get("/health/live", response_model=ServerLive)
+@get_and_head(router, "/health/live", response_model=ServerLive)
 async def live() -> ServerLive:
     """The server is up and answering."""
     return ServerLive(live=True)
 
 
-@router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
+@get_and_head(router, "/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
 async def ready(request: Request, settings: SettingsDep, response: Response) -> ServerReady:
     """200 when the default model is loaded, else 503."""
     registry: ModelRegistry | None = request.app.state.registry
@@ -45,13 +58,13 @@ async def ready(request: Request, settings: SettingsDep, response: Response) -> 
     return ServerReady(ready=is_ready)
 
 
-@router.get("", response_model=ServerMetadata)
+@get_and_head(router, "", response_model=ServerMetadata)
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="odecast", version=__version__, extensions=[])
 
 
-@metadata_router.get("/models/{name}", response_model=ModelMetadata,
-                     responses=error_responses(401, 404, 503, oip=True))
+@get_and_head(metadata_router, "/models/{name}", response_model=ModelMetadata,
+              responses=error_responses(401, 404, 503, oip=True))
 async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     """The model's versions, inputs and outputs."""
     entry = _entry(registry, name)
@@ -61,8 +74,8 @@ async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     return ModelMetadata.of(entry)
 
 
-@router.get("/models/{name}/ready", response_model=ModelReady,
-            responses={503: {"model": ModelReady}, **error_responses(404, oip=True)})
+@get_and_head(router, "/models/{name}/ready", response_model=ModelReady,
+              responses={503: {"model": ModelReady}, **error_responses(404, oip=True)})
 async def model_ready(name: str, registry: RegistryDep, response: Response) -> ModelReady:
     """200 when the model is loaded, 503 when it failed to load."""
     entry = _entry(registry, name)
