@@ -38,6 +38,12 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
+def unknown_model(registry: ModelRegistry, name: str, loc: Loc) -> ApiError:
+    """404 for a name that no checkpoint has, listing the names that one has."""
+    known = ", ".join(registry.names()) or "none"
+    return ApiError(404, loc, f"unknown model {name!r}; models here: {known}", "unknown_model")
+
+
 def serving_model(registry: ModelRegistry, name: str, kind: str, loc: Loc, named: bool = True) -> ModelEntry:
     """The loaded model called ``name``, of ``kind``; else 404 (unknown), 503 (not loaded) or 422.
 
@@ -46,8 +52,7 @@ def serving_model(registry: ModelRegistry, name: str, kind: str, loc: Loc, named
     """
     entry = registry.get(name)
     if entry is None and named:
-        known = ", ".join(registry.names()) or "none"
-        raise ApiError(404, loc, f"unknown model {name!r}; models here: {known}", "unknown_model")
+        raise unknown_model(registry, name, loc)
     if entry is None or not entry.ready:
         reason = f"it failed to load: {entry.error}" if entry else "no such checkpoint was found"
         raise ApiError(503, loc, f"model {name!r} is not ready; {reason}", "model_not_ready")

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from service import __version__
-from service.api.deps import RegistryDep, SettingsDep
+from service.api.deps import RegistryDep, SettingsDep, unknown_model
 from service.api.errors import ApiError
 from service.api.registry import ModelEntry, ModelRegistry
 from service.api.schemas.common import error_responses
@@ -36,9 +36,7 @@ def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable:
 def _entry(registry: ModelRegistry, name: str) -> ModelEntry:
     entry = registry.get(name)
     if entry is None:
-        known = ", ".join(registry.names()) or "none"
-        raise ApiError(404, ("path", "name"), f"unknown model {name!r}; models here: {known}",
-                       "unknown_model")
+        raise unknown_model(registry, name, ("path", "name"))
     return entry
 
 

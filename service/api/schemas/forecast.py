@@ -91,7 +91,8 @@ class SeriesIn(BaseModel):
 class ForecastRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
 
-    model: str | None = Field(None, description="Model name (GET /models); default: the server's default.")
+    model: str | None = Field(None, min_length=1,
+                              description="Model name (GET /models); when absent, the server's default.")
     series: list[SeriesIn] = Field(min_length=1)
     # Strict: a number is a JSON number, a count a JSON integer (not true, "5" or 5.0).
     quantiles: list[QuantileLevel] = Field(
