@@ -33,7 +33,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -90,45 +89,55 @@ class StepLimitExceeded(RuntimeError):
         self.problem = problem
 
 
-def _row_rms(tensor: torch.Tensor) -> np.ndarray:
+def _row_rms(tensor: torch.Tensor) -> list[float]:
     """Each problem's RMS norm (torchdiffeq's default norm, over one problem's whole state)."""
-    return tensor.pow(2).mean(dim=1).sqrt().double().cpu().numpy()
+    return tensor.pow(2).mean(dim=1).sqrt().tolist()
 
 
-def _initial_steps(slope_at, y0: torch.Tensor, f0: torch.Tensor, rtol: float, atol: float) -> np.ndarray:
+def _initial_steps(slope_at, y0: torch.Tensor, f0: torch.Tensor, rtol: float, atol: float) -> list[float]:
     """Hairer, Norsett & Wanner, Solving ODEs I, II.4 (torchdiffeq's ``_select_initial_step``),
     for each problem (row) on its own; one field evaluation for all of them."""
     scale = atol + y0.abs() * rtol
-    d0, d1 = _row_rms(y0 / scale), _row_rms(f0 / scale)
-    h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.maximum(d1, 1e-300))
-    f1 = slope_at(h0, y0 + _column(h0, y0) * f0)
-    d2 = _row_rms((f1 - f0) / scale) / h0
-    largest = np.maximum(d1, d2)
-    h1 = np.where(largest <= 1e-15, np.maximum(1e-6, h0 * 1e-3),
-                  (0.01 / np.maximum(largest, 1e-300)) ** (1 / _ORDER))
-    return np.minimum(100 * h0, h1)
+    d0s, d1s = _row_rms(y0 / scale), _row_rms(f0 / scale)
+    h0s = [1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1 for d0, d1 in zip(d0s, d1s, strict=True)]
+    f1 = slope_at(y0 + _column(h0s, y0) * f0)
+    steps = []
+    for h0, d1, d2 in zip(h0s, d1s, _row_rms((f1 - f0) / scale), strict=True):
+        d2 /= h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1 / _ORDER)
+        steps.append(min(100 * h0, h1))
+    return steps
 
 
-def _next_steps(dt: np.ndarray, error_ratio: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        proposal = _SAFETY / error_ratio ** (1 / _ORDER)
-    shrink = np.where(error_ratio < 1, 1.0, _MAX_SHRINK)
-    factor = np.where(error_ratio == 0, _MAX_GROWTH, np.minimum(_MAX_GROWTH, np.maximum(proposal, shrink)))
-    return dt * factor
+def _next_step(dt: float, error_ratio: float) -> float:
+    if error_ratio == 0:
+        return dt * _MAX_GROWTH
+    shrink = 1.0 if error_ratio < 1 else _MAX_SHRINK
+    return dt * min(_MAX_GROWTH, max(_SAFETY / error_ratio ** (1 / _ORDER), shrink))
 
 
-def _column(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
     """Per-problem numbers as a (P, 1) tensor that broadcasts over each problem's state."""
-    return torch.from_numpy(values).to(like)[:, None]
+    return torch.tensor(values, dtype=like.dtype, device=like.device)[:, None]
 
 
 @dataclass
 class _Problem:
-    """One problem's requests and, as it is solved, its accepted steps' interpolants."""
+    """One problem: where it starts, its requests, its step control, and, as it is solved, its
+    accepted steps' interpolants. ``s`` is the forward variable: time from the start times
+    ``sign``."""
 
+    index: int
     start: float
     sign: float
-    targets: np.ndarray                  # increasing and > 0, in the forward variable s
+    targets: list[float]                 # increasing and > 0, in s
+    s: float = 0.0
+    dt: float = 0.0
+    passed: int = 0                      # how many targets it has reached
+    steps_since_target: int = 0
     step_ends: list[float] = field(default_factory=list)
     polynomials: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
@@ -139,9 +148,9 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, times: Sequence[torch.Tensor], 
     """Solve P independent problems together; problem p starts from ``y0[p]`` at ``times[p][0]``.
 
     ``times[p]`` is strictly monotonic (either direction); the result's entry p holds the states
-    at every ``times[p]``: (len(times[p]), *y0.shape[1:]). ``func(t, y)`` is called with the
-    problems still being solved: ``t`` their times (A,), in float64, and ``y`` their states
-    (A, *y0.shape[1:]).
+    at every ``times[p]``: (len(times[p]), *y0.shape[1:]). The field must be autonomous (as the
+    latent dynamics are): ``func(None, y)`` is called with the states of the problems still
+    being solved, (A, *y0.shape[1:]).
 
     Each problem has its own step size, error norm and step cap, so its answer is what it would
     be if it were solved alone (to float rounding): neither the other problems nor how far they
@@ -153,46 +162,45 @@ def dopri5_at(func: nn.Module, y0: torch.Tensor, times: Sequence[torch.Tensor], 
     underflows, or the field's values are not finite.
     """
     states = [y0[p][None].clone() for p in range(y0.shape[0])]
-    problems: dict[int, _Problem] = {}
+    problems = []
     for p, t in enumerate(times):
         t = t.detach().double().cpu()
         if t.numel() > 1:
             start, sign = t[0].item(), (1.0 if t[1] > t[0] else -1.0)
-            problems[p] = _Problem(start, sign, ((t[1:] - start) * sign).numpy())
+            problems.append(_Problem(p, start, sign, ((t[1:] - start) * sign).tolist()))
     if problems:
         _solve(func, y0, problems, rtol, atol, max_num_steps)
-    for p, problem in problems.items():
-        out = y0.new_empty(problem.targets.size + 1, y0[p].numel())
-        out[0] = y0[p].reshape(-1)
+    for problem in problems:
+        out = y0.new_empty(len(problem.targets) + 1, y0[problem.index].numel())
+        out[0] = y0[problem.index].reshape(-1)
         _evaluate(problem.polynomials, problem.step_ends, problem.targets, out=out[1:])
-        states[p] = out.view(-1, *y0.shape[1:])
+        states[problem.index] = out.view(-1, *y0.shape[1:])
     return states
 
 
-def _solve(func: nn.Module, y0: torch.Tensor, problems: dict[int, _Problem], rtol: float, atol: float,
+def _solve(func: nn.Module, y0: torch.Tensor, problems: list[_Problem], rtol: float, atol: float,
            max_num_steps: int) -> None:
     """Step every problem to its last target, recording each accepted step's interpolant.
 
     A step of a small field costs about as much in tensor-operation overhead as in arithmetic,
-    so the loop keeps its operations few: the step control is numpy over the problems, each
-    stage's input is one product over views of the stage buffer (rebuilt only when a problem
-    leaves) and one per-problem scaling, and an accepted step keeps its interpolant as one
-    small product of its stages.
+    so the loop keeps its operations few: the stage buffer holds each slope already multiplied
+    by its problem's step size, so that a stage's input is one product over views of that
+    buffer (made again only when a problem leaves), and the error and the interpolant need no
+    further scaling; the step control is plain Python floats per problem (a handful of problems,
+    where each numpy call would cost more than the arithmetic); the field gets no time.
     """
-    ids = np.array(list(problems))
-    starts = np.array([problems[p].start for p in ids])
-    signs = np.array([problems[p].sign for p in ids])
-    ends = np.array([problems[p].targets[-1] for p in ids])
+    active = problems
     shape = y0.shape[1:]
 
     def directions() -> torch.Tensor | None:
         """What a slope is multiplied by to run forwards in s: None when every problem does."""
-        return None if (signs > 0).all() else _column(signs, y0)
+        return None if all(p.sign > 0 for p in active) else _column([p.sign for p in active], y0)
 
     direction = directions()
 
-    def slope_at(s: np.ndarray, y: torch.Tensor) -> torch.Tensor:
-        slope = func(torch.from_numpy(starts + signs * s), y.view(-1, *shape)).reshape(y.shape)
+    def slope_at(y: torch.Tensor) -> torch.Tensor:
+        """f at states ``y`` (A, width) or flat, as (A, width), run forwards in s."""
+        slope = func(None, y.view(-1, *shape)).view(-1, width)
         return slope if direction is None else slope * direction
 
     def weights(rows) -> torch.Tensor:
@@ -204,68 +212,69 @@ def _solve(func: nn.Module, y0: torch.Tensor, problems: dict[int, _Problem], rto
     # to ~1e-3 relative, enough to shift every later step; in float64 the steps follow those of
     # a float64 solve and the answer agrees with it to float32 rounding.
     error_weights = torch.tensor(_ERROR, dtype=torch.float64, device=y0.device)
-    y = y0[torch.from_numpy(ids)].reshape(len(ids), -1)
+    y = y0[torch.tensor([p.index for p in active])].reshape(len(active), -1)
     width = y.shape[1]
-    k = y.new_zeros(7, *y.shape)
-    k[0] = slope_at(np.zeros(len(ids)), y)
-    dt = _initial_steps(slope_at, y, k[0], rtol, atol)
-    s = np.zeros(len(ids))
-    steps_since_target = np.zeros(len(ids), dtype=np.int64)
-    passed = np.zeros(len(ids), dtype=np.int64)        # how many of its targets each has reached
+    slope = slope_at(y)                                   # at each problem's current state
+    for problem, dt in zip(active, _initial_steps(slope_at, y, slope, rtol, atol), strict=True):
+        problem.dt = dt
     size_of_y = y.abs()
     while True:
+        k = y.new_empty(7, *y.shape)                      # the stages, each times its step size
         flat_k = k.view(7, -1)
         stages_so_far = [flat_k[:stage + 1].t() for stage in range(6)]
         while True:
-            over = np.flatnonzero(steps_since_target >= max_num_steps)
-            if over.size:
-                raise StepLimitExceeded(f"max_num_steps exceeded ({steps_since_target[over[0]]}>="
-                                        f"{max_num_steps})", int(ids[over[0]]))
-            stuck = np.flatnonzero(~np.isfinite(dt) | ~(s + dt > s))
-            if stuck.size:
-                raise StepLimitExceeded(f"underflow in dt {dt[stuck[0]]}", int(ids[stuck[0]]))
-            dt_column = _column(dt, y)
-            for stage, (alpha, beta) in enumerate(zip(_ALPHA, stage_weights, strict=True)):
-                combined = torch.mv(stages_so_far[stage], beta).view(y.shape)
-                y1 = torch.addcmul(y, dt_column, combined)               # the last is the step's result
-                k[stage + 1] = slope_at(s + alpha * dt, y1)
+            for p in active:
+                if p.steps_since_target >= max_num_steps:
+                    raise StepLimitExceeded(f"max_num_steps exceeded ({p.steps_since_target}>="
+                                            f"{max_num_steps})", p.index)
+                if not math.isfinite(p.dt) or not p.s + p.dt > p.s:
+                    raise StepLimitExceeded(f"underflow in dt {p.dt}", p.index)
+            # One problem (the usual request) scales by a plain number: no tensor to make.
+            step = active[0].dt if len(active) == 1 else _column([p.dt for p in active], y)
+            torch.mul(slope, step, out=k[0])
+            y_flat = y.view(-1)
+            for stage, (beta, stages) in enumerate(zip(stage_weights, stages_so_far, strict=True)):
+                y1 = torch.addmv(y_flat, stages, beta)            # the last stage's: the step's result
+                last_slope = slope_at(y1)
+                torch.mul(last_slope, step, out=k[stage + 1])
+            y1 = y1.view(y.shape)
             size_of_y1 = y1.abs()
             scale = torch.maximum(size_of_y, size_of_y1).double().mul_(rtol).add_(atol)
             error = torch.mv(flat_k.t().double(), error_weights).view(y.shape).div_(scale)
-            error_ratio = dt * torch.linalg.vector_norm(error, dim=1).numpy() / math.sqrt(width)
-            broken = np.flatnonzero(np.isnan(error_ratio))
-            if broken.size:  # torchdiffeq's step size turns NaN and it gives up the same way
-                i = broken[0]
-                raise StepLimitExceeded(f"underflow in dt: the field is not finite near "
-                                        f"t={starts[i] + signs[i] * s[i]:g}", int(ids[i]))
-            steps_since_target += 1
-            accepted = error_ratio <= 1
-            if accepted.any():
-                coefficients = torch.mm(interpolant_weights, flat_k).view(4, *y.shape).mul_(dt_column)
-                for i in np.flatnonzero(accepted):
-                    problem = problems[ids[i]]
-                    problem.polynomials.append((y[i], coefficients[:, i]))
-                    problem.step_ends.append(s[i] + dt[i])
-                s = np.where(accepted, s + dt, s)
-                keep = torch.from_numpy(accepted)[:, None]
-                y = torch.where(keep, y1, y)
-                size_of_y = torch.where(keep, size_of_y1, size_of_y)
-                k[0] = torch.where(keep, k[6], k[0])
-                now_passed = np.array([np.searchsorted(problems[p].targets, s_p, side="right")
-                                       for p, s_p in zip(ids, s, strict=True)])
-                steps_since_target[now_passed > passed] = 0
-                passed = now_passed
-            dt = _next_steps(dt, error_ratio)
-            done = s >= ends
-            if done.any():
+            error_ratios = torch.linalg.vector_norm(error, dim=1).div_(math.sqrt(width)).tolist()
+            accepted = [ratio <= 1 for ratio in error_ratios]
+            for p, ratio in zip(active, error_ratios, strict=True):
+                if math.isnan(ratio):  # torchdiffeq's step size turns NaN and it gives up the same way
+                    raise StepLimitExceeded(f"underflow in dt: the field is not finite near "
+                                            f"t={p.start + p.sign * p.s:g}", p.index)
+            if any(accepted):
+                coefficients = torch.mm(interpolant_weights, flat_k).view(4, *y.shape)
+                for i, p in enumerate(active):
+                    if accepted[i]:
+                        p.polynomials.append((y[i], coefficients[:, i]))
+                        p.s += p.dt
+                        p.step_ends.append(p.s)
+                if all(accepted):
+                    y, size_of_y, slope = y1, size_of_y1, last_slope
+                else:
+                    keep = torch.tensor(accepted)[:, None]
+                    y = torch.where(keep, y1, y)
+                    size_of_y = torch.where(keep, size_of_y1, size_of_y)
+                    slope = torch.where(keep, last_slope, slope)
+            for p, ratio, ok in zip(active, error_ratios, accepted, strict=True):
+                p.steps_since_target += 1
+                while ok and p.passed < len(p.targets) and p.targets[p.passed] <= p.s:
+                    p.passed += 1
+                    p.steps_since_target = 0
+                p.dt = _next_step(p.dt, ratio)
+            going = [i for i, p in enumerate(active) if p.passed < len(p.targets)]
+            if len(going) < len(active):
                 break
-        if done.all():
+        if not going:
             return
-        going = np.flatnonzero(~done)
-        index = torch.from_numpy(going)
-        ids, starts, signs, ends = ids[going], starts[going], signs[going], ends[going]
-        s, dt, steps_since_target, passed = s[going], dt[going], steps_since_target[going], passed[going]
-        y, size_of_y, k = y[index], size_of_y[index], k[:, index]
+        index = torch.tensor(going)
+        active = [active[i] for i in going]
+        y, size_of_y, slope = y[index], size_of_y[index], slope[index]
         direction = directions()
 
 

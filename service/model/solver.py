@@ -148,7 +148,8 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConf
 def solve_for_inference(func: nn.Module, y0: torch.Tensor, times: Sequence[torch.Tensor],
                         config: SolverConfig) -> list[torch.Tensor]:
     """Independent problems without gradients, for serving: problem p starts from ``y0[p]`` at
-    ``times[p][0]``; entry p of the result holds its states at every ``times[p]``.
+    ``times[p][0]``; entry p of the result holds its states at every ``times[p]``. ``func`` must
+    be autonomous (it ignores ``t``), as the latent dynamics are.
 
     Each problem's answer is the one it gets solved alone: dopri5 goes through
     :func:`service.model.dopri5.dopri5_at`, which solves them together with a step size and
