@@ -35,4 +35,21 @@ for name in ("latent-one", "latent-torchrun"):
     print(f"{name}: served on the CPU, forecast finite: {bool(np.isfinite(mean).all())}")
 classifier = Classifier.load(out / "mnist-one")
 print(f"mnist-one: loads on the CPU, metrics {classifier.metrics}")
+
+# A batch whose series reach different distances in both directions: the inference solver's
+# problems leave the batch at different steps, on the GPU as on the CPU.
+import torch  # noqa: E402
+
+if torch.cuda.is_available():
+    forecaster = Forecaster.load(out / "latent-one")
+    times = np.linspace(0.0, 3.0, 20)
+    values = np.stack([np.cos(times), np.sin(times)], axis=1)
+    queries = [ForecastQuery(times[:n], values[:n], np.linspace(-reach / 4, times[n - 1] + reach, 9))
+               for n, reach in ((5, 0.5), (12, 3.0), (20, 1.5))]
+    on_cpu = forecaster.predict(queries, quantiles=[0.1, 0.9], num_samples=16, seed=1).forecasts
+    forecaster.model.to("cuda")
+    on_gpu = forecaster.predict(queries, quantiles=[0.1, 0.9], num_samples=16, seed=1).forecasts
+    gap = max(float(np.abs(a.mean - b.mean).max()) for a, b in zip(on_cpu, on_gpu, strict=True))
+    print(f"latent-one: a batch of 3 forecast on CUDA and on the CPU differ by at most {gap:.2e}")
+    assert gap < 1e-3, gap
 PY

@@ -212,7 +212,7 @@ def _solve(func: nn.Module, y0: torch.Tensor, problems: list[_Problem], rtol: fl
     # to ~1e-3 relative, enough to shift every later step; in float64 the steps follow those of
     # a float64 solve and the answer agrees with it to float32 rounding.
     error_weights = torch.tensor(_ERROR, dtype=torch.float64, device=y0.device)
-    y = y0[torch.tensor([p.index for p in active])].reshape(len(active), -1)
+    y = y0[torch.tensor([p.index for p in active], device=y0.device)].reshape(len(active), -1)
     width = y.shape[1]
     slope = slope_at(y)                                   # at each problem's current state
     for problem, dt in zip(active, _initial_steps(slope_at, y, slope, rtol, atol), strict=True):
@@ -257,7 +257,7 @@ def _solve(func: nn.Module, y0: torch.Tensor, problems: list[_Problem], rtol: fl
                 if all(accepted):
                     y, size_of_y, slope = y1, size_of_y1, last_slope
                 else:
-                    keep = torch.tensor(accepted)[:, None]
+                    keep = torch.tensor(accepted, device=y.device)[:, None]
                     y = torch.where(keep, y1, y)
                     size_of_y = torch.where(keep, size_of_y1, size_of_y)
                     slope = torch.where(keep, last_slope, slope)
@@ -272,7 +272,7 @@ def _solve(func: nn.Module, y0: torch.Tensor, problems: list[_Problem], rtol: fl
                 break
         if not going:
             return
-        index = torch.tensor(going)
+        index = torch.tensor(going, device=y.device)
         active = [active[i] for i in going]
         y, size_of_y, slope = y[index], size_of_y[index], slope[index]
         direction = directions()
