@@ -24,6 +24,8 @@ also take UTF-16 and UTF-32. A body with a Content-Encoding (gzip, ...) is refus
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -99,6 +101,10 @@ def loads(body: bytes) -> Any:
         raise _invalid_json(exc.pos, exc.msg + hint) from None
     except RecursionError:
         raise _invalid_json(0, "arrays or objects nested too deeply") from None
+    except ValueError:  # Python's cap on the digits of an integer it converts (4300 by default)
+        digits = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1},}}", text)
+        raise _invalid_json(digits.start() if digits else 0, "a number with more digits than any "
+                            "field takes") from None
     if "\\ud" in text or "\\uD" in text:  # json.loads, unlike orjson, reads a lone surrogate escape
         _refuse_lone_surrogates(value)
     return value

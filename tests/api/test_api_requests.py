@@ -53,7 +53,8 @@ def test_non_finite_literals_reach_validation():
 @pytest.mark.parametrize(("body", "position", "reason"), [
     (b'{"series": [', 12, "Expecting value"),
     (b"[" * 100_000 + b"NaN" + b"]" * 100_000, 0, "nested too deeply"),  # json.loads: RecursionError
-], ids=["truncated", "deep"])
+    (b'{"seed": ' + b"9" * 4301 + b"}", 9, "more digits"),  # beyond Python's int conversion cap
+], ids=["truncated", "deep", "digits"])
 def test_malformed_json_raises_json_loads_error(body, position, reason):
     with pytest.raises(RequestValidationError) as error:
         loads(body)
