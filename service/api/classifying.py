@@ -19,6 +19,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.api.errors import ApiError, Loc, body_validation_error
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
+from service.api.requests import is_json_media_type
 from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
 from service.model.digit_image import MIN_CONTRAST, image_bytes_to_mnist
@@ -87,11 +88,9 @@ def body_kind(content_type: str | None) -> str:
 
     JSON is ``application/json`` or ``application/<anything>+json``, as /forecast reads it.
     """
-    media_type = (content_type or "").split(";")[0].strip().lower()
-    if media_type == "multipart/form-data":
+    if content_type is not None and content_type.partition(";")[0].strip().lower() == "multipart/form-data":
         return "multipart"
-    maintype, _, subtype = media_type.partition("/")
-    if maintype == "application" and (subtype == "json" or subtype.endswith("+json")):
+    if content_type is not None and is_json_media_type(content_type):
         return "json"
     given = f"{content_type!r} is not accepted" if content_type else "missing"
     raise ApiError(415, ("header", "Content-Type"), f"{given}: send pixel arrays as application/json or "

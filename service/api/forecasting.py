@@ -103,6 +103,12 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
         first, second = sorted((int(order[repeats[0]]), int(order[repeats[0] + 1])))
         raise _invalid((*loc, "times", second), _repeat_message(series.times, first, second, model),
                        "duplicate_time")
+    indistinct = model.indistinct_time(times)
+    if indistinct is not None:
+        first, second = sorted((int(order[indistinct - 1]), int(order[indistinct])))
+        raise _invalid((*loc, "times", second), f"time {shown(series.times[second])} cannot be told apart "
+                       f"from times[{first}] ({shown(series.times[first])}) by model {model.name!r}, which "
+                       "reads times in float32 relative to the first observation", "indistinct_time")
     span = times[-1] - times[0]
     if span > model.max_horizon:
         unit = model.time_unit or "time units"

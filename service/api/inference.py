@@ -16,7 +16,8 @@ import numpy as np
 from fastapi import Request
 from pydantic import ValidationError
 
-from service.api.errors import ApiError, Loc, body_validation_error
+from service.api.errors import ApiError, Loc, body_validation_error, shown
+from service.api.requests import content_codings
 from service.api.schemas.inference import INPUT_NAME, OUTPUT_NAME, InferRequest
 
 SIDE = 28
@@ -35,10 +36,10 @@ def _bad(loc: Loc, msg: str, type: str = "invalid_tensor") -> ApiError:
 
 async def read_infer_call(request: Request) -> InferCall:
     """The JSON header (all of the body, unless ``Inference-Header-Content-Length`` says less)."""
-    encoding = request.headers.get("content-encoding", "identity")
-    if encoding != "identity":
-        raise _bad(("header", "Content-Encoding"), f"{encoding!r} bodies are not accepted; send the body "
-                   "uncompressed", "unsupported_encoding")
+    codings = content_codings(request)
+    if codings:
+        raise _bad(("header", "Content-Encoding"), f"{shown(', '.join(codings))} bodies are not accepted; "
+                   "send the body uncompressed", "unsupported_encoding")
     body = await request.body()
     declared = request.headers.get("inference-header-content-length")
     if declared is None:

@@ -56,26 +56,43 @@ def is_json_media_type(content_type: str) -> bool:
                                                  and media_type.endswith("+json"))
 
 
+def content_type(request: Request) -> str | None:
+    """The request's one Content-Type; two that disagree are refused (415), since which one a
+    reader takes is up to it."""
+    values = request.headers.getlist("content-type")
+    if len(set(values)) > 1:
+        raise ApiError(415, ("header", "Content-Type"), f"{len(values)} different Content-Type headers; "
+                       "send one", "unsupported_media_type")
+    return values[0] if values else None
+
+
 def check_json_content_type(request: Request) -> None:
     """415 unless the body is labelled JSON. A missing Content-Type is refused too: a browser
     page may POST ``text/plain`` or an unlabelled body to any server it can reach without asking
     first (no CORS preflight), and a JSON API that reads those can be driven by any web page.
     curl's ``-d`` without ``-H`` labels the body as a form, refused with the same hint."""
-    content_type = request.headers.get("content-type")
-    if content_type == "application/json" or (content_type is not None and is_json_media_type(content_type)):
+    label = content_type(request)
+    if label == "application/json" or (label is not None and is_json_media_type(label)):
         return
-    got = f"got {shown(content_type)}" if content_type else "it is missing"
+    got = f"got {shown(label)}" if label else "it is missing"
     raise ApiError(415, ("header", "Content-Type"), f"send JSON with Content-Type: {JSON_MEDIA_TYPES} "
                    f"({got}; with curl: -H 'Content-Type: application/json')", "unsupported_media_type")
 
 
+def content_codings(request: Request) -> list[str]:
+    """Every coding the Content-Encoding headers name (any number of headers, comma-separated
+    lists, any case), other than identity: the body's bytes are read as sent, never decoded."""
+    return [coding.strip() for value in request.headers.getlist("content-encoding")
+            for coding in value.split(",") if coding.strip().lower() not in ("", "identity")]
+
+
 def check_identity_encoding(request: Request) -> None:
-    """415 for a compressed (or otherwise encoded) body: it is read as sent, never decoded.
-    OIP's infer refuses the same, as its protocol's 400."""
-    encoding = request.headers.get("content-encoding")
-    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
-        raise ApiError(415, ("header", "Content-Encoding"), f"{shown(encoding)} bodies are not accepted; "
-                       "send the body uncompressed (Content-Encoding: identity, or none)",
+    """415 for a compressed (or otherwise encoded) body. OIP's infer refuses the same, as its
+    protocol's 400."""
+    codings = content_codings(request)
+    if codings:
+        raise ApiError(415, ("header", "Content-Encoding"), f"{shown(', '.join(codings))} bodies are not "
+                       "accepted; send the body uncompressed (Content-Encoding: identity, or none)",
                        "unsupported_encoding")
 
 

@@ -178,6 +178,15 @@ class Forecaster:
         outside = np.argwhere((values < low) | (values > high))             # NaN (missing) is inside
         return (int(outside[0, 0]), int(outside[0, 1])) if outside.size else None
 
+    def indistinct_time(self, times: np.ndarray) -> int | None:
+        """Index of the first of the increasing ``times`` that the solver cannot tell apart from the
+        one before it, if any: it reads a series' times relative to its first observation, in the
+        model's units, in float32 (:func:`service.model.batching.collate`)."""
+        model_times = self.normalization.times(times)
+        relative = (model_times - model_times[0]).astype(np.float32)
+        same = np.flatnonzero(np.diff(relative) <= 0)
+        return int(same[0]) + 1 if same.size else None
+
     def limits_message(self, channel: int) -> str:
         low, high = self.value_limits
         return (f"model {self.name!r} reads values of channel {self.channels[channel]!r} within "

@@ -240,6 +240,15 @@ def test_solver_step_cap_is_a_422_with_the_reason_naming_the_series(client):
     assert error["field"] == "series[1]"
 
 
+@pytest.mark.parametrize(("times", "second"), [([0.0, 1e-300, 2.0], 1), ([5e-324, 2.0, 1e-323], 2)])
+def test_times_the_model_cannot_tell_apart_are_named(client, times, second):
+    """Distinct in the request, equal once the model reads them (float32, relative to the first)."""
+    series = {"times": times, "values": [[1.0, 0.5]] * 3, "at": [3.0]}
+    error = refusal(post(client, [SERIES, series]))
+    assert error["type"] == "indistinct_time" and "float32" in error["msg"]
+    assert error["field"] == f"series[1].times[{second}]"
+
+
 def test_values_far_outside_the_training_data_are_refused(client):
     outside = {**SERIES, "values": [[1.0, 0.5], [None, 0.4], [0.2, 1e9], [0.0, -0.3]]}
     error = refusal(post(client, [SERIES, outside]))

@@ -143,3 +143,27 @@ def test_error_bodies_that_echo_a_lone_surrogate_can_be_written(path):
     answer = error_response(path, 422, [error_item(("body", "a\ud800"), "'b\udfff' is wrong", "t")])
     text = json.loads(answer.body)
     assert "\\ud800" in json.dumps(text) and "\\\\udfff" in answer.body.decode()
+
+
+def test_every_content_encoding_header_is_read_and_two_content_types_are_refused(client):
+    body = ('{"series": [{"times": [0, 1], "values": [[1, 2], [3, 4]], "at": [2]}]}').encode()
+    json_type = ("Content-Type", "application/json")
+    for codings in ([("Content-Encoding", "identity"), ("Content-Encoding", "gzip")],
+                    [("Content-Encoding", "identity, br")]):
+        answer = client.post("/forecast", content=body, headers=[json_type, *codings])
+        assert answer.status_code == 415 and "header.Content-Encoding" == answer.json()["detail"][0]["field"]
+    for route in ("/forecast", "/classify"):
+        for second in ("text/plain", "multipart/form-data; boundary=x"):
+            answer = client.post(route, content=body, headers=[json_type, ("Content-Type", second)])
+            assert answer.status_code == 415, (route, second)
+            assert "2 different Content-Type headers" in answer.json()["detail"][0]["msg"]
+
+
+def test_classify_and_infer_refuse_encoded_bodies_as_forecast_does(client):
+    pixels = b'{"image": [' + b",".join([b"[" + b",".join([b"0"] * 28) + b"]"] * 28) + b"]}"
+    answer = client.post("/classify", content=pixels,
+                         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert answer.status_code == 415 and answer.json()["detail"][0]["field"] == "header.Content-Encoding"
+    infer = client.post("/v2/models/digits/infer", content=b"{}",
+                        headers={"Content-Type": "application/json", "Content-Encoding": "IDENTITY"})
+    assert infer.status_code == 400 and "Content-Encoding" not in infer.json()["error"]  # read, then refused
