@@ -6,6 +6,7 @@ before any torch work, so a bad request costs microseconds and never reaches the
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -112,12 +113,19 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     span = times[-1] - times[0]
     if span > model.max_horizon:
         unit = model.time_unit or "time units"
-        raise _invalid((*loc, "times"), f"the observations span {span:g} {unit}; model {model.name!r} reads "
-                                        f"windows of at most {model.max_horizon:g} {unit} (twice its longest "
-                                        "training series): send the most recent part", "window_too_long")
+        message = (f"the observations span {_amount(span)} {unit}; model {model.name!r} reads windows of "
+                   f"at most {_amount(model.max_horizon)} {unit} (twice its longest training series): "
+                   "send the most recent part")
+        raise _invalid((*loc, "times"), message, "window_too_long")
     at = time_numbers(series.at, model, (*loc, "at"))
     _check_horizon(at, times, series.at, model, (*loc, "at"))
     return ForecastQuery(times=times, values=values, at=at)
+
+
+def _amount(x: float) -> str:
+    """A distance in a message: to ten digits, so that one just over a limit does not print as the
+    limit itself (15.0343 > 15.0343), and a span that overflowed says so."""
+    return f"{x:.10g}" if math.isfinite(x) else "more than any float"
 
 
 def _check_horizon(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str], model: Forecaster,
@@ -128,9 +136,10 @@ def _check_horizon(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str
         j = int(too_far[0])
         side = "before the first" if at[j] < times[0] else "after the last"
         unit = model.time_unit or "time units"
-        raise _invalid((*loc, j), f"{shown(sent[j])} lies {distance[j]:g} {unit} {side} observation; model "
-                                  f"{model.name!r} answers at most {model.max_horizon:g} {unit} before the "
-                                  "first or after the last observation", "beyond_horizon")
+        message = (f"{shown(sent[j])} lies {_amount(distance[j])} {unit} {side} observation; model "
+                   f"{model.name!r} answers at most {_amount(model.max_horizon)} {unit} before the first or "
+                   "after the last observation")
+        raise _invalid((*loc, j), message, "beyond_horizon")
 
 
 def check_request(request: ForecastRequest, settings: Settings) -> None:
@@ -168,8 +177,7 @@ def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
                                        num_samples=request.num_samples, seed=request.seed)
     except SolverStepLimitError as exc:
         where = ("body", "series") if exc.query is None else ("body", "series", exc.query)
-        raise _invalid(where, f"the ODE solver hit its step cap and gave up: {exc}",
-                       "solver_step_limit") from None
+        raise _invalid(where, str(exc), "solver_step_limit") from None
     except ValueError as exc:
         raise _invalid(("body",), str(exc), "value_error") from None
     metrics.nfe.labels(entry.name).observe(prediction.nfe)

@@ -236,7 +236,7 @@ def test_model_lookup_refusals(client):
 def test_solver_step_cap_is_a_422_with_the_reason_naming_the_series(client):
     at_first_observation = {**SERIES, "at": [SERIES["times"][0]]}  # needs no solve
     error = refusal(post(client, [at_first_observation, SERIES], model="stiff"))
-    assert error["type"] == "solver_step_limit" and "step cap" in error["msg"]
+    assert error["type"] == "solver_step_limit" and "gave up (max_num_steps" in error["msg"]
     assert error["field"] == "series[1]"
 
 

@@ -146,7 +146,7 @@ def test_error_bodies_that_echo_a_lone_surrogate_can_be_written(path):
 
 
 def test_every_content_encoding_header_is_read_and_two_content_types_are_refused(client):
-    body = ('{"series": [{"times": [0, 1], "values": [[1, 2], [3, 4]], "at": [2]}]}').encode()
+    body = (b'{"series": [{"times": [0, 1], "values": [[1, 2], [3, 4]], "at": [2]}]}')
     json_type = ("Content-Type", "application/json")
     for codings in ([("Content-Encoding", "identity"), ("Content-Encoding", "gzip")],
                     [("Content-Encoding", "identity, br")]):
