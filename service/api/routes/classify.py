@@ -40,7 +40,7 @@ async def read_classify_input(request: Request, settings: SettingsDep) -> Classi
 
 
 @router.post("/classify", response_model=ClassifyResponse, response_class=FastJSONResponse,
-             responses={**error_responses(401, 404, 413, 422, 503),
+             responses={**error_responses(401, 404, 408, 413, 422, 503),
                         415: {"model": ErrorBody, "description": "The Content-Type is neither JSON nor "
                                                                  "multipart/form-data."}},
              openapi_extra={"requestBody": {"required": True, "content": {

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v2", tags=["inference (Open Inference Protocol v2)"]
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, response_class=FastJSONResponse,
-             responses=error_responses(400, 401, 404, 413, 503, oip=True),
+             responses=error_responses(400, 401, 404, 408, 413, 503, oip=True),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}}})
 def infer(name: str, call: Annotated[inference.InferCall, Depends(inference.read_infer_call)],
