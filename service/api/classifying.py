@@ -74,7 +74,8 @@ def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
             scale = 1.0
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise _invalid((*loc, row, col), f"{image[row, col]:g} is out of range: {rule}", "pixel_range")
+            value = float(image[row, col])
+            raise _invalid((*loc, row, col), f"{value!r} is out of range: {rule}", "pixel_range")
         out[:] = image / scale
         if out.max() - out.min() < MIN_CONTRAST:
             raise _invalid(loc, "image is empty: no digit stands out from the background (every pixel is "

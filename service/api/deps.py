@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.api.errors import ApiError, Loc
+from service.api.errors import ApiError, Loc, shown
 from service.api.metrics import Metrics
 from service.api.registry import ModelEntry, ModelRegistry
 from service.api.settings import Settings
@@ -67,7 +67,7 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 _bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
 
 
-async def require_api_key(settings: SettingsDep,
+async def require_api_key(request: Request, settings: SettingsDep,
                     api_key: Annotated[str | None, Security(_api_key_header)],
                     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
     """401 unless the configured API key came as X-API-Key or as a bearer token.
@@ -77,7 +77,9 @@ async def require_api_key(settings: SettingsDep,
     given = api_key if api_key is not None else (bearer.credentials if bearer else None)
     challenge = {"WWW-Authenticate": "Bearer"}
     if not given:
-        raise ApiError(401, ("header", "X-API-Key"), "missing API key: send 'X-API-Key: <key>' or "
+        scheme = request.headers.get("authorization", "").partition(" ")[0]  # Basic, Digest, ...
+        not_one = f" (an Authorization {shown(scheme)} header is not one)" if scheme else ""
+        raise ApiError(401, ("header", "X-API-Key"), f"missing API key{not_one}: send 'X-API-Key: <key>' or "
                        "'Authorization: Bearer <key>'", "missing_api_key", challenge)
     if not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
         raise ApiError(401, ("header", "X-API-Key"), "wrong API key", "invalid_api_key", challenge)

@@ -9,6 +9,7 @@ tensor field (``inputs[0].shape``).
 from __future__ import annotations
 
 import codecs
+import json
 import sys
 from dataclasses import dataclass
 
@@ -78,7 +79,8 @@ def input_images(call: InferCall, max_images: int) -> np.ndarray:
     outside = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values > 1))
     if outside.size:
         k = int(outside[0])
-        raise _bad((*loc, "data", k), f"{values[k]:g} (image {k // (SIDE * SIDE)}) is outside [0, 1]: FP32 "
+        fault = "is not a finite number" if not np.isfinite(values[k]) else "is outside [0, 1]"
+        raise _bad((*loc, "data", k), f"{float(values[k])!r} (image {k // (SIDE * SIDE)}) {fault}: FP32 "
                                       "pixels are 0..1", "pixel_range")
     return values.astype(np.float32).reshape(shape[0], SIDE, SIDE)
 
@@ -88,7 +90,7 @@ def _values(tensor, loc: Loc, binary: bytes) -> np.ndarray:
     if size is not None:
         if type(size) is not int:
             raise _bad((*loc, "parameters", "binary_data_size"),
-                       f"{size!r} must be an integer: the byte count of the binary data")
+                       f"{json.dumps(size)} must be an integer: the byte count of the binary data")
         if size != len(binary):
             raise _bad((*loc, "parameters", "binary_data_size"),
                        f"{size}, but {len(binary)} bytes follow the JSON header")

@@ -255,7 +255,7 @@ def test_oip_infer_binary_tensor_extension_as_tritonclient_sends_it(client):
     ({"inputs": infer_body([0.0] * 784, [1, 784])["inputs"] * 2}, "inputs: 2 input tensors"),
     (infer_body([0.0] * 700, [1, 784]), "inputs[0].data: 700 values; shape [1, 784] needs 784"),
     (infer_body([0.0] * 784 + [2.0] + [0.0] * 783, [2, 784]),
-     "inputs[0].data[784]: 2 (image 1) is outside [0, 1]"),
+     "inputs[0].data[784]: 2.0 (image 1) is outside [0, 1]"),
     (infer_body([[0.0] * 784, [0.0]], [2, 784]), "inputs[0].data: not a (nested) list"),
     (infer_body(None, [1, 784]), "inputs[0].data: missing"),
     (infer_body([0.0] * 784, [1, 784], outputs=[{"name": "logits"}]),
@@ -298,7 +298,8 @@ def test_oip_infer_other_refusals(make_client):
         fractional = client.post("/v2/models/digits/infer", content=sized + b"\0" * 3136,
                                  headers={"Inference-Header-Content-Length": str(len(sized))})
         assert fractional.status_code == 400
-        assert f"binary_data_size: {size!r} must be an integer" in fractional.json()["error"], fractional.text
+        expected = f"binary_data_size: {json.dumps(size)} must be an integer"
+        assert expected in fractional.json()["error"], fractional.text
     lying = client.post("/v2/models/digits/infer", content=header,
                         headers={"Inference-Header-Content-Length": "99999"})
     assert lying.status_code == 400 and "Inference-Header-Content-Length" in lying.json()["error"]

@@ -189,6 +189,7 @@ def test_api_key_refusals(make_client, headers):
         assert answer.headers["WWW-Authenticate"] == "Bearer"
         message = answer.json()["error"] if path.startswith("/v2/") else answer.json()["detail"][0]["msg"]
         assert "API key" in message
+        assert ("'Basic' header is not one" in message) == ("Basic" in headers.get("Authorization", ""))
 
 
 def test_api_key_accepted_and_probes_stay_open(make_client):
