@@ -79,6 +79,15 @@ def check_json_content_type(request: Request) -> None:
                    f"({got}; with curl: -H 'Content-Type: application/json')", "unsupported_media_type")
 
 
+def refuse_query_parameters(request: Request) -> None:
+    """422 for a query string on a route that reads everything from its body: ignoring
+    ``?model=x`` would answer with another model than the caller asked for."""
+    if request.query_params:
+        name = next(iter(request.query_params))
+        raise ApiError(422, ("query", name), f"this endpoint takes no query parameters (got {shown(name)}); "
+                       "send every field in the JSON body", "query_not_accepted")
+
+
 def content_codings(request: Request) -> list[str]:
     """Every coding the Content-Encoding headers name (any number of headers, comma-separated
     lists, any case), other than identity: the body's bytes are read as sent, never decoded."""
@@ -164,6 +173,7 @@ def json_body(model: type[Model]) -> Callable[[Request], Coroutine[Any, Any, Mod
     """A dependency that reads the request's JSON body as ``model``; faults are 422s under ``body``."""
 
     async def read(request: Request) -> Model:
+        refuse_query_parameters(request)
         check_json_content_type(request)
         check_identity_encoding(request)
         data = loads(await request.body())

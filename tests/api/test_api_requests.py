@@ -167,3 +167,12 @@ def test_classify_and_infer_refuse_encoded_bodies_as_forecast_does(client):
     infer = client.post("/v2/models/digits/infer", content=b"{}",
                         headers={"Content-Type": "application/json", "Content-Encoding": "IDENTITY"})
     assert infer.status_code == 400 and "Content-Encoding" not in infer.json()["error"]  # read, then refused
+
+
+def test_a_query_string_on_a_body_route_is_refused_not_ignored(client):
+    body = b'{"series": [{"times": [0, 1], "values": [[1, 2], [3, 4]], "at": [2]}]}'
+    for route in ("/forecast?model=digits&seed=5", "/classify?model=tiny"):
+        answer = client.post(route, content=body, headers={"Content-Type": "application/json"})
+        error = answer.json()["detail"][0]
+        assert answer.status_code == 422 and error["type"] == "query_not_accepted", route
+        assert error["field"] == "query.model" and "JSON body" in error["msg"]

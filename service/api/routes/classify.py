@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from service.api import classifying
 from service.api.classifying import ClassifyInput
 from service.api.deps import MetricsDep, RegistryDep, SettingsDep, serving_model
-from service.api.requests import check_identity_encoding, content_type
+from service.api.requests import check_identity_encoding, content_type, refuse_query_parameters
 from service.api.responses import FastJSONResponse
 from service.api.schemas.classify import ClassifyResponse
 from service.api.schemas.common import ErrorBody, error_responses
@@ -33,6 +33,7 @@ MULTIPART_SCHEMA = {
 
 
 async def read_classify_input(request: Request, settings: SettingsDep) -> ClassifyInput:
+    refuse_query_parameters(request)
     check_identity_encoding(request)
     if classifying.body_kind(content_type(request)) == "multipart":
         return await classifying.read_form(request, settings.max_images)
