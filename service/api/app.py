@@ -126,13 +126,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # pairs of serving-benchmark runs), and the OpenAPI document would ask for a key that the
     # server does not.
     key_check = [Depends(require_api_key)] if settings.api_key is not None else []
-    for router in (forecast.router, classify.router, models.router, health.metadata_router, inference.router):
+    guarded = (forecast.router, classify.router, models.router, health.metadata_router, inference.router)
+    open_to_all = (health.router, metrics.router)  # probes and metrics never need a key
+    for router in guarded:
         app.include_router(router, dependencies=key_check)
-    for router in (health.router, metrics.router):  # probes and metrics never need a key
+    for router in open_to_all:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        timeout_s=settings.body_timeout_s)
-    docs = frozenset(path for path in (app.openapi_url, app.docs_url, app.redoc_url,
-                                       app.swagger_ui_oauth2_redirect_url) if path)
-    app.add_middleware(RequestContextMiddleware, metrics=app_metrics, plain_paths=docs)
+    # Paths a metric may name as they are: FastAPI's pages (not in the scope's route) and every
+    # route without parameters (so a 408 or 413 on /forecast, refused before routing, is counted
+    # under /forecast rather than as unmatched).
+    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    fixed = [route.path for router in (*guarded, *open_to_all) for route in router.routes
+             if "{" not in route.path]
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics,
+                       plain_paths=frozenset(path for path in (*docs, *fixed) if path))
     return app

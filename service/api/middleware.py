@@ -42,9 +42,10 @@ def _route_template(scope: Scope, plain_paths: frozenset[str]) -> str:
     """The matched route's path template (``/v2/models/{name}``), so metric labels stay few.
 
     The router records API routes in the scope; FastAPI's own pages (``/docs``, ``/redoc``,
-    ``/openapi.json``) are not recorded there and are named by ``plain_paths``. Requests refused
-    before routing (unknown paths, bodies over the limit) are counted as ``unmatched``: their raw
-    paths could be anything.
+    ``/openapi.json``) are not recorded there, and requests refused before routing (bodies over
+    the limit or too slow) never reach it: ``plain_paths`` names those pages and every route
+    path without parameters. Any other path is counted as ``unmatched``: raw paths could be
+    anything.
     """
     route = getattr(scope.get("route"), "path", None)
     if route:

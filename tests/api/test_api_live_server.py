@@ -120,4 +120,4 @@ def test_short_bodies_time_out_or_count_as_client_disconnects(server):
     assert statuses["slow"] == 408 and statuses["gone"] == 499
     assert not [entry for entry in logs if entry["logger"] == "odecast.error"]
     metrics = httpx.get(url + "/metrics").text
-    assert 'endpoint="unmatched",method="POST",status="499"} 1.0' in metrics and 'status="500"' not in metrics
+    assert 'endpoint="/forecast",method="POST",status="499"} 1.0' in metrics and 'status="500"' not in metrics

@@ -306,7 +306,7 @@ def call_asgi(app, messages, path="/forecast"):
 
 
 def counted(app, status):
-    return app.state.metrics.requests.labels("POST", "unmatched", str(status))._value.get()
+    return app.state.metrics.requests.labels("POST", "/forecast", str(status))._value.get()
 
 
 def test_a_client_that_leaves_mid_body_is_a_499_not_a_500(models_dir, caplog):
