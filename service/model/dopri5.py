@@ -284,8 +284,8 @@ def _evaluate(polynomials: list[tuple[torch.Tensor, torch.Tensor]], step_ends: l
 
     Each target's position x in its step and the powers x..x^4 are computed for all targets at
     once; targets are increasing, so each step's are a contiguous run, written as one ``addmm``
-    (y0 plus their powers times the step's coefficients) straight into the output (a batch's
-    output is large: union grid x samples x series x latent).
+    (y0 plus their powers times the step's coefficients) straight into the output (which can be
+    large: a thousand requested times x samples x latent).
     """
     times = torch.tensor(targets, dtype=torch.float64)
     ends = torch.tensor(step_ends, dtype=torch.float64)
