@@ -88,12 +88,14 @@ def test_oip_model_metadata_and_readiness(client):
 
 
 @pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/tiny",
-                                  "/v2/models/tiny/ready", "/models"])
+                                  "/v2/models/tiny/ready", "/models", "/metrics"])
 def test_head_answers_as_get_without_a_body(client, path):
     got, head = client.get(path), client.head(path)
     assert (head.status_code, head.content) == (got.status_code, b""), path
     assert head.headers["content-type"] == got.headers["content-type"]
     assert client.head("/v2/models/nope").status_code == 404
+    refused = client.post(path)
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"  # RFC 9110: every method
 
 
 def test_head_is_not_a_second_openapi_operation(client):

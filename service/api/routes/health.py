@@ -25,10 +25,14 @@ metadata_router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol
 
 def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable:
     """``router.get(path, ...)`` that answers HEAD too, as GET without the body (the server drops
-    a HEAD answer's body). HEAD stays out of the OpenAPI document: a second operation with the
-    GET's id would be a duplicate."""
+    a HEAD answer's body).
+
+    One route serves both methods, so that a 405 for any other method lists both in ``Allow``
+    (the router takes ``Allow`` from the first route whose path matches). It stays out of the
+    OpenAPI document, where a HEAD operation would repeat the GET's id; a GET-only twin,
+    registered after it and so never reached, documents the GET."""
     def register(endpoint: Callable) -> Callable:
-        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False, **options)
+        router.add_api_route(path, endpoint, methods=["GET", "HEAD"], include_in_schema=False, **options)
         return router.get(path, **options)(endpoint)
     return register
 
