@@ -62,9 +62,13 @@ def test_single_observation_series_is_allowed(tmp_path):
 
 
 def fault(tmp_path, text):
+    """The error's message after the file's path, which every message starts with."""
+    path = write(tmp_path, text)
     with pytest.raises(CsvFormatError) as info:
-        load_csv(write(tmp_path, text))
-    return str(info.value)
+        load_csv(path)
+    prefix = f"{path}: "
+    assert str(info.value).startswith(prefix)
+    return str(info.value)[len(prefix):]
 
 
 def test_bad_time_names_row_and_column(tmp_path):
@@ -150,7 +154,7 @@ def test_header_faults(tmp_path, text, start):
 def test_not_utf8_and_malformed_quotes(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("series_id,time,x\ns,1,2\nsé,2,3\n".encode("latin-1"))
-    with pytest.raises(CsvFormatError, match="^line 3: not UTF-8"):
+    with pytest.raises(CsvFormatError, match=r"latin\.csv: line 3: not UTF-8"):
         load_csv(path)
     assert fault(tmp_path, 'series_id,time,x\ns,1,"2\n').startswith("line 2: malformed CSV")
 
@@ -161,3 +165,22 @@ def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
     data = load_csv(path)
     assert data.channels == ["x"]
     assert data.series[0].values[:, 0].tolist() == [2.0, 3.0]
+
+
+@pytest.mark.parametrize(("cell", "words"), [
+    ("inf", "non-finite value 'inf'; leave the cell empty"),
+    ("-Infinity", "non-finite value '-Infinity'; leave the cell empty"),
+    ("NA", "'NA' is not a number; leave the cell empty"),
+    ("null", "'null' is not a number; leave the cell empty"),
+    ("abc", "'abc' is not a number"),
+    ("1e400", "overflows a 64-bit float"),
+])
+def test_value_faults_say_what_to_do(tmp_path, cell, words):
+    message = fault(tmp_path, f"series_id,time,x\ns,1,2\ns,2,{cell}\n")
+    assert message.startswith("line 3, column 'x': ") and words in message
+
+
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_header_with_another_separator_says_so(tmp_path, separator, name):
+    message = fault(tmp_path, separator.join(["series_id", "time", "x"]) + "\ns;1;2\n")
+    assert f"separated by {name}, but they must be by commas" in message

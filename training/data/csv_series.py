@@ -86,8 +86,11 @@ def _check_header(line: int, cells: list[str]) -> list[str]:
     for position, expected in enumerate(REQUIRED_COLUMNS):
         found = names[position] if position < len(names) else None
         if found != expected:
+            separator = next((f"; the columns look separated by {name}, but they must be by commas"
+                              for sign, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                              if found and sign in found), "")
             raise _fault(line, f"{position + 1}", f"expected header {expected!r}, found {found!r}; "
-                         "the header must read series_id,time,<channel>,...")
+                         f"the header must read series_id,time,<channel>,...{separator}")
     if len(names) == len(REQUIRED_COLUMNS):
         raise _fault(line, None, "no channel columns after 'time'; at least one is needed")
     for position, name in enumerate(names):
@@ -97,6 +100,11 @@ def _check_header(line: int, cells: list[str]) -> list[str]:
         if first != position:
             raise _fault(line, f"{name!r}", f"column {position + 1} repeats the name of column {first + 1}")
     return names[len(REQUIRED_COLUMNS):]
+
+
+# How other tools write a missing value (R, pandas, Excel exports); here a missing value is an
+# empty cell, and these get a message that says so.
+MISSING_MARKERS = {"na", "n/a", "nan", "null", "none", "-", "?"}
 
 
 def _parse_value(text: str, line: int, column: str) -> float:
@@ -109,11 +117,14 @@ def _parse_value(text: str, line: int, column: str) -> float:
             return value
         raise _fault(line, repr(column), f"{text!r} overflows a 64-bit float")
     try:
-        if not math.isfinite(float(text)):
-            raise _fault(line, repr(column), f"non-finite value {text!r}; "
-                         "leave the cell empty for a missing value")
+        finite = math.isfinite(float(text))
     except ValueError:
-        pass
+        finite = True  # not a number at all
+    empty_instead = "leave the cell empty for a missing value"
+    if not finite:
+        raise _fault(line, repr(column), f"non-finite value {text!r}; {empty_instead}")
+    if text.lower() in MISSING_MARKERS:
+        raise _fault(line, repr(column), f"{text!r} is not a number; {empty_instead}")
     raise _fault(line, repr(column), f"{text!r} is not a number")
 
 
@@ -173,8 +184,16 @@ def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndar
 
 
 def load_csv(path: str | Path) -> CsvDataset:
-    """Read and validate a long-format CSV file of series (see the module docstring)."""
-    data = Path(path).read_bytes()
+    """Read and validate a long-format CSV file of series (see the module docstring); every
+    fault is a :class:`CsvFormatError` that names the file, the line and the column."""
+    try:
+        return _load_csv(Path(path))
+    except CsvFormatError as exc:
+        raise CsvFormatError(f"{path}: {exc}") from None
+
+
+def _load_csv(path: Path) -> CsvDataset:
+    data = path.read_bytes()
     rows = _rows(_decode(data))
     header = next(rows, None)
     if header is None:
