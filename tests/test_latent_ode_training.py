@@ -9,6 +9,7 @@ from service.model.batching import collate
 from service.model.checkpoint import CheckpointError, load_checkpoint
 from service.model.latent_ode import LatentODE
 from service.model.series import Series
+from training.__main__ import main as training_main
 from training.holdout import holdout_split
 from training.latent_ode import TrainConfig, context_count, prefix, state_path, subsample, train, window
 from training.train_state import KIND as STATE_KIND
@@ -63,6 +64,9 @@ def test_resume_continues_exactly(tmp_path, ema_decay):
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
     with pytest.raises(CheckpointError, match=r"changed: lr"):
         train(tiny_config(epochs=3, lr=0.5, **augment), *data, out=tmp_path / "split", resume=True)
+    fewer = data[0][:-1], data[1]  # the same config, other data: the weights would mix two data sets
+    with pytest.raises(CheckpointError, match=r"the data differ"):
+        train(tiny_config(epochs=3, **augment), *fewer, out=tmp_path / "split", resume=True)
 
 
 def test_the_moving_average_is_what_is_validated_and_kept(tmp_path):
@@ -124,3 +128,17 @@ def test_context_count_stays_within_its_fractions():
     for low, high in ((0.6, 0.5), (0.0, 0.5), (0.5, 1.2)):
         with pytest.raises(ValueError, match="min_context_fraction <= max_context_fraction"):
             context_count(10, TrainConfig(min_context_fraction=low, max_context_fraction=high), rng)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--data", "no-such-file.csv"], "No such file or directory: 'no-such-file.csv'"),
+    (["--batch-size", "-3"], "batch_size must be at least 1, got -3"),
+    (["--encoder", "transformer"], "encoder must be one of"),
+    (["--device", "tpu9"], "--device 'tpu9' is not a device"),
+])
+def test_the_command_line_reports_a_users_mistake_in_one_line(tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) as exit_:
+        training_main(["latent-ode", "--out", str(tmp_path / "run"), "--epochs", "1", *args])
+    message = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in message
+    assert message.startswith("python -m training latent-ode: error: ") and words in message

@@ -2,7 +2,12 @@
 
 import argparse
 
+from service.model.solver import SolverStepLimitError
 from training import latent_ode, mnist
+
+# What a user's data, flags or files can cause, reported as one line and exit status 2 rather
+# than a traceback; any other exception is a bug in odecast and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, ArithmeticError, SolverStepLimitError)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -13,7 +18,13 @@ def main(argv: list[str] | None = None) -> None:
         trainer.add_arguments(sub)
         sub.set_defaults(run=trainer.run)
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog} {args.command}: interrupted; --resume continues from the last "
+                         "epoch saved\n")
+    except USER_ERRORS as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,15 @@ class Context:
 
 def pick_device(requested: str | None) -> torch.device:
     """``--device`` wins; otherwise CUDA when present, else the CPU."""
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:  # torch's message lists every device type it knows of
+        raise ValueError(f"--device {requested!r} is not a device: use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested!r}: this torch build or machine has no CUDA device")
+    return device
 
 
 def setup(requested_device: str | None) -> Context:

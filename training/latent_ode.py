@@ -48,7 +48,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from service.model.batching import collate
-from service.model.checkpoint import TRAIN_STATE_SUFFIX, load_checkpoint, save_checkpoint
+from service.model.checkpoint import TRAIN_STATE_SUFFIX, CheckpointError, load_checkpoint, save_checkpoint
 from service.model.forecaster import KIND, Forecaster
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
@@ -66,6 +66,9 @@ PLOT_FILE = "forecasts.png"
 # TrainConfig fields passed to LatentODEConfig under the same name.
 ARCHITECTURE = ("encoder", "latent_dim", "encoder_hidden", "encoder_ode_units", "dynamics_hidden",
                 "dynamics_layers", "activation", "decoder_hidden", "obs_std_init")
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 
 
 @dataclass
@@ -119,11 +122,35 @@ class TrainConfig:
     plot_series: int = 4
 
     def __post_init__(self) -> None:
+        """Every setting checked here, before any data is read: a bad flag is refused at once, and
+        none can train silently wrong (a negative batch size once trained nothing and saved the
+        untrained weights)."""
+        for name in ("spirals_count", "spirals_observed", "epochs", "batch_size", "iwae_samples",
+                     "val_samples", "max_num_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.plot_series < 0:
+            raise ValueError(f"plot_series must be 0 or more, got {self.plot_series}")
+        for name in ("lr", "lr_decay", "grad_clip", "time_span"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if not (0 <= self.lr_min <= self.lr and 0 <= self.ema_decay < 1 and self.kl_warmup_epochs >= 0):
+            raise ValueError("need 0 <= lr_min <= lr, 0 <= ema_decay < 1 and kl_warmup_epochs >= 0")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("need val_fraction and test_fraction in [0, 1) with a sum below 1, got "
+                             f"{self.val_fraction} and {self.test_fraction}")
         # Checked here, once, rather than where the fractions are used (per series per step, and
         # never by the latent-ODE trainer when min_context_fraction is 1).
         if not 0 < self.min_context_fraction <= self.max_context_fraction <= 1:
             raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
                              f"{self.min_context_fraction} and {self.max_context_fraction}")
+        for name in ("min_window_fraction", "min_keep_fraction", "extrap_fraction", "interp_fraction"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        self.model_config(num_channels=1)  # the architecture's and the solvers' own checks
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
 
     def model_config(self, num_channels: int) -> LatentODEConfig:
         """The network's config: the architecture fields above, the solvers, the data's channels."""
@@ -239,10 +266,7 @@ def describe(metrics: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- training
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    optimizers = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
-    if config.optimizer not in optimizers:
-        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {config.optimizer!r}")
-    return optimizers[config.optimizer](model.parameters(), lr=config.lr)
+    return OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
 
 
 def weight_average(config: TrainConfig, model: torch.nn.Module) -> AveragedModel | None:
@@ -368,8 +392,12 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     if resume:
         if out is None:
             raise ValueError("resume needs the output directory of the earlier run")
+        saved_config, best_state = load_checkpoint(out, KIND)
+        was, now = saved_config["data"]["fingerprint"], checkpoint_config["data"]["fingerprint"]
+        if was != now:  # the config may be the same while the file under --data changed
+            raise CheckpointError(f"{out}: cannot resume: the data differ from the run's (fingerprint "
+                                  f"{was[:12]} -> {now[:12]}); train afresh into another --out")
         start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
-        best_state = load_checkpoint(out, KIND)[1]
     ddp_model = distributed.wrap(model, ctx)
 
     for epoch in range(start_epoch, config.epochs):
