@@ -8,7 +8,7 @@ from latent_fixtures import sine_series, tiny_config
 from service.model.batching import collate
 from service.model.checkpoint import CheckpointError, load_checkpoint
 from service.model.latent_ode import LatentODE
-from service.model.series import Series
+from service.model.series import Normalization, Series
 from training.__main__ import main as training_main
 from training.holdout import holdout_split
 from training.latent_ode import TrainConfig, context_count, prefix, state_path, subsample, train, window
@@ -142,3 +142,18 @@ def test_the_command_line_reports_a_users_mistake_in_one_line(tmp_path, capsys, 
     message = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in message
     assert message.startswith("python -m training latent-ode: error: ") and words in message
+
+
+def test_one_series_far_longer_than_the_rest_is_refused(tmp_path):
+    train_series, val_series = sine_series(10, 10, seed=0), sine_series(3, 10, seed=1)
+    wrong = train_series[4]
+    train_series[4] = Series(np.append(wrong.times[:-1], 1e12), wrong.values, wrong.id)  # one wrong date
+    with pytest.raises(ValueError, match=rf"series {wrong.id!r} spans 1e\+12 .* times the median series"):
+        train(tiny_config(epochs=1), train_series, val_series, out=tmp_path / "run")
+
+
+def test_values_too_large_to_standardise_are_refused():
+    series = sine_series(4, 10, seed=0)
+    series[1].values[3, 1] = 1e300
+    with pytest.raises(ValueError, match="channel 1: its values are too large to standardise"):
+        Normalization.fit(series)

@@ -186,6 +186,22 @@ def load_dataset(config: TrainConfig) -> Dataset:
     return Dataset(dataset.series, list(dataset.channels), dataset.time_unit, f"csv:{Path(config.data).name}")
 
 
+# A series may span at most this many times the median series: the latent ODE is solved over a
+# series' whole span, and the horizon the server allows is twice the longest span, so one series
+# with a wrong time (year 0001 among 2024s) would slow training to a crawl and lift the guard.
+MAX_SPAN_RATIO = 1000.0
+
+
+def check_spans(series: list[Series]) -> None:
+    spans = np.array([s.times[-1] - s.times[0] for s in series])
+    typical = float(np.median(spans[spans > 0])) if (spans > 0).any() else 0.0
+    if typical > 0 and spans.max() > MAX_SPAN_RATIO * typical:
+        odd = series[int(spans.argmax())]
+        raise ValueError(f"series {odd.id!r} spans {spans.max():.4g} time units, {spans.max() / typical:.3g} "
+                         f"times the median series ({typical:.4g}); more than {MAX_SPAN_RATIO:g} times is "
+                         "refused: check its times (one wrong date is enough), or split it")
+
+
 def fingerprint(series: list[Series]) -> str:
     """SHA-256 of the series' times and values, in order: identifies the data a model saw."""
     digest = hashlib.sha256()
@@ -365,6 +381,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     torch.manual_seed(config.seed)
     out = Path(out) if out is not None else None
 
+    check_spans([*train_series, *val_series, *test_series])
     normalization = Normalization.fit(train_series, time_span=config.time_span)
     model = LatentODE(config.model_config(num_channels)).to(ctx.device)
     optimizer = make_optimizer(config, model)
@@ -449,7 +466,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
             parser.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
-    parser.add_argument("--out", default="runs/latent-ode", help="run directory (model/ and state/)")
+    parser.add_argument("--out", default="runs/latent-ode",
+                        help="checkpoint directory, servable; --resume's state is kept in OUT.train_state")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.train_state")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--threads", type=int, default=None,

@@ -69,6 +69,10 @@ class Normalization:
         with np.errstate(all="ignore"):
             mean = np.nanmean(values, axis=0)
             std = np.nanstd(values, axis=0)
+        overflowed = np.flatnonzero(np.isinf(mean) | np.isinf(std))
+        if overflowed.size:  # not a channel without observations (NaN): values such as 1e300
+            raise ValueError(f"channel {int(overflowed[0])}: its values are too large to standardise (their "
+                             "mean or std overflows a float); check for values such as 1e300")
         mean = np.where(np.isfinite(mean), mean, 0.0)
         std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
         return cls(time_scale, tuple(float(m) for m in mean), tuple(float(s) for s in std))
