@@ -157,3 +157,13 @@ def test_values_too_large_to_standardise_are_refused():
     series[1].values[3, 1] = 1e300
     with pytest.raises(ValueError, match="channel 1: its values are too large to standardise"):
         Normalization.fit(series)
+
+
+def test_the_command_line_does_not_overwrite_a_trained_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        training_main(["latent-ode", "--out", str(out), "--epochs", "1"])
+    assert exit_.value.code == 2 and "already holds a trained model: --resume" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == "{}"

@@ -48,7 +48,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from service.model.batching import collate
-from service.model.checkpoint import TRAIN_STATE_SUFFIX, CheckpointError, load_checkpoint, save_checkpoint
+from service.model.checkpoint import (
+    CONFIG_FILE,
+    TRAIN_STATE_SUFFIX,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from service.model.forecaster import KIND, Forecaster
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
@@ -477,6 +483,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if not args.resume and (Path(args.out) / CONFIG_FILE).exists():  # a trained model is not overwritten
+        raise FileExistsError(f"{args.out} already holds a trained model: --resume continues it; to train "
+                              "afresh, pass another --out or delete it")
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = distributed.setup(args.device)
