@@ -167,3 +167,11 @@ def test_the_command_line_does_not_overwrite_a_trained_model(tmp_path, capsys):
         training_main(["latent-ode", "--out", str(out), "--epochs", "1"])
     assert exit_.value.code == 2 and "already holds a trained model: --resume" in capsys.readouterr().err
     assert (out / "config.json").read_text() == "{}"
+
+
+def test_data_spirals_beside_a_file_named_spirals_asks_which(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spirals").write_text("series_id,time,x\ns,0,1\n")
+    with pytest.raises(SystemExit):
+        training_main(["latent-ode", "--data", "spirals", "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert "pass ./spirals to train on the file" in capsys.readouterr().err

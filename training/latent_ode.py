@@ -185,6 +185,9 @@ def state_path(out: Path) -> Path:
 
 def load_dataset(config: TrainConfig) -> Dataset:
     if config.data == "spirals":
+        if Path("spirals").is_file():  # which one the user meant cannot be known: ask
+            raise ValueError("--data spirals means the synthetic spirals, but a file named 'spirals' is "
+                             "here too: pass ./spirals to train on the file")
         series = generate_spirals(num_spirals=config.spirals_count, num_observed=config.spirals_observed,
                                   noise_std=config.spirals_noise, seed=config.seed)
         return Dataset(series, ["x", "y"], None, "spirals")
