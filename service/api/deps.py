@@ -44,14 +44,16 @@ def unknown_model(registry: ModelRegistry, name: str, loc: Loc) -> ApiError:
     return ApiError(404, loc, f"unknown model {name!r}; models here: {known}", "unknown_model")
 
 
-def serving_model(registry: ModelRegistry, name: str, kind: str, loc: Loc, named: bool = True) -> ModelEntry:
-    """The loaded model called ``name``, of ``kind``; else 404 (unknown), 503 (not loaded) or 422.
+def serving_model(registry: ModelRegistry, requested: str | None, kind: str, loc: Loc,
+                  default: str | None = None) -> ModelEntry:
+    """The loaded model called ``requested`` (or, when the client named none, the configured
+    ``default``), of ``kind``; else 404 (unknown), 503 (not loaded) or 422 (wrong kind).
 
-    ``named`` is False when the client named no model and ``name`` is the configured default:
-    its absence is then the server's state (503), not the client's mistake (404).
+    A missing default is the server's state (503), not the client's mistake (404).
     """
+    name = requested if requested is not None else default
     entry = registry.get(name)
-    if entry is None and named:
+    if entry is None and requested is not None:
         raise unknown_model(registry, name, loc)
     if entry is None or not entry.ready:
         reason = f"it failed to load: {entry.error}" if entry else "no such checkpoint was found"

@@ -54,9 +54,7 @@ def classify(data: Annotated[ClassifyInput, Depends(read_classify_input)], regis
     JSON pixel values: an image with any value above 1 is read as 0..255 (whole numbers),
     otherwise as 0..1; MNIST style, a white digit on black.
     """
-    named = data.model is not None
-    entry = serving_model(registry, data.model if named else settings.default_classifier, KIND,
-                          ("body", "model"), named=named)
+    entry = serving_model(registry, data.model, KIND, ("body", "model"), default=settings.default_classifier)
     if data.uploads is not None:
         images = classifying.decode_uploads(data.uploads, ("body", "file"))
     else:

@@ -29,7 +29,5 @@ def forecast(body: Annotated[ForecastRequest, Depends(json_body(ForecastRequest)
     Times may be irregular and values may be missing (null) in any channel; requested times
     may lie before (backcast), inside (interpolation) or after (extrapolation) the observations.
     """
-    named = body.model is not None
-    entry = serving_model(registry, body.model if named else settings.default_model, KIND, ("body", "model"),
-                          named=named)
+    entry = serving_model(registry, body.model, KIND, ("body", "model"), default=settings.default_model)
     return FastJSONResponse(forecasting.forecast(entry, body, settings, metrics))
