@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.api.errors import ApiError, Loc, body_validation_error
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
-from service.api.requests import is_json_media_type
+from service.api.requests import is_json_media_type, media_type
 from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
 from service.model.digit_image import MIN_CONTRAST, image_bytes_to_mnist
@@ -89,7 +89,7 @@ def body_kind(content_type: str | None) -> str:
 
     JSON is ``application/json`` or ``application/<anything>+json``, as /forecast reads it.
     """
-    if content_type is not None and content_type.partition(";")[0].strip().lower() == "multipart/form-data":
+    if content_type is not None and media_type(content_type) == "multipart/form-data":
         return "multipart"
     if content_type is not None and is_json_media_type(content_type):
         return "json"

@@ -48,12 +48,17 @@ def _invalid_json(position: int, reason: str) -> RequestValidationError:
 JSON_MEDIA_TYPES = "application/json, or an application/...+json type"
 
 
+def media_type(content_type: str) -> str:
+    """A Content-Type's media type, without parameters, in lower case (``Multipart/Form-Data;
+    boundary=x`` -> ``multipart/form-data``)."""
+    return content_type.partition(";")[0].strip().lower()
+
+
 def is_json_media_type(content_type: str) -> bool:
     """``application/json`` or ``application/<anything>+json``, in any case, with any parameters
     (a ``charset`` is left to the body's UTF-8 check)."""
-    media_type = content_type.partition(";")[0].strip().lower()
-    return media_type == "application/json" or (media_type.startswith("application/")
-                                                 and media_type.endswith("+json"))
+    kind = media_type(content_type)
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def content_type(request: Request) -> str | None:
@@ -145,13 +150,13 @@ def _refuse_lone_surrogates(value: Any) -> None:
         item, loc = stack.pop()
         if isinstance(item, dict):
             for key, member in reversed(item.items()):
-                if _surrogate_at(key) is not None:
-                    _surrogate_error((*loc, printable(key)), key, "this key")
+                if (at := _surrogate_at(key)) is not None:
+                    _surrogate_error((*loc, printable(key)), key, at, "this key")
                 stack.append((member, (*loc, key)))
         elif isinstance(item, list):
             stack.extend((member, (*loc, i)) for i, member in reversed(list(enumerate(item))))
-        elif isinstance(item, str) and _surrogate_at(item) is not None:
-            _surrogate_error(loc, item, "the string")
+        elif isinstance(item, str) and (at := _surrogate_at(item)) is not None:
+            _surrogate_error(loc, item, at, "the string")
 
 
 def _surrogate_at(text: str) -> int | None:
@@ -162,8 +167,7 @@ def _surrogate_at(text: str) -> int | None:
     return None
 
 
-def _surrogate_error(loc: tuple[str | int, ...], text: str, what: str) -> None:
-    at = _surrogate_at(text)
+def _surrogate_error(loc: tuple[str | int, ...], text: str, at: int, what: str) -> None:
     raise ApiError(422, loc, f"{what} holds a lone UTF-16 surrogate, {printable(text[at])} at character "
                    f"{at}, which is not a Unicode character: write a character beyond U+FFFF as a surrogate "
                    "pair (\\ud83d\\ude00) or as UTF-8", "string_unicode")
