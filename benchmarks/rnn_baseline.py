@@ -16,8 +16,8 @@ rules: the same normalisation (fitted on the training series), epochs, minibatch
 with the same per-step learning rate decay and gradient clipping, the same moving average of
 the weights when ``ema_decay`` is set (:func:`training.latent_ode.weight_average`), and the same augmentations
 with the trainer's own functions (random window, random thinning, random context:
-:func:`training.latent_ode.window`, :func:`~training.latent_ode.subsample`,
-:func:`~training.latent_ode.context_count`). The epoch kept is the one with the lowest
+:func:`training.augment.window`, :func:`~training.augment.subsample`,
+:func:`~training.augment.context_count`). The epoch kept is the one with the lowest
 extrapolation MSE on the same validation holdouts (:func:`training.latent_ode.holdouts_of`; it
 cannot interpolate, so only their tails count).
 
@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from service.model.series import Normalization, Series
+from training.augment import context_count, subsample, window
 from training.holdout import Holdout
-from training.latent_ode import TrainConfig, context_count, holdouts_of, subsample, weight_average, window
+from training.latent_ode import TrainConfig, holdouts_of, weight_average
 
 
 class GRUBaseline(nn.Module):
@@ -178,7 +179,8 @@ def train_gru(config: TrainConfig, train_series: list[Series], val_series: list[
                 chosen = [window(c, config.min_window_fraction, rng) for c in chosen]
             if config.min_keep_fraction < 1:
                 chosen = [subsample(c, config.min_keep_fraction, rng) for c in chosen]
-            context = [context_count(c.times.size, config, rng) for c in chosen]
+            context = [context_count(c.times.size, config.min_context_fraction,
+                                     config.max_context_fraction, rng) for c in chosen]
             loss = forecast_loss(model, chosen, context)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,8 +10,9 @@ from service.model.checkpoint import CheckpointError, load_checkpoint
 from service.model.latent_ode import LatentODE
 from service.model.series import Normalization, Series
 from training.__main__ import main as training_main
+from training.augment import context_count, prefix, subsample, window
 from training.holdout import holdout_split
-from training.latent_ode import TrainConfig, context_count, prefix, state_path, subsample, train, window
+from training.latent_ode import TrainConfig, state_path, train
 from training.train_state import KIND as STATE_KIND
 
 torch.set_num_threads(1)
@@ -107,9 +108,8 @@ def test_holdout_split_keeps_targets_apart():
 def test_augmentations_keep_order_and_size_bounds():
     s = sine_series(1, 40, seed=5)[0]
     rng = np.random.default_rng(0)
-    reads_half_or_more = TrainConfig(min_context_fraction=0.5)
     for _ in range(20):
-        w, k, p = window(s, 0.5, rng), subsample(s, 0.5, rng), prefix(s, reads_half_or_more, rng)
+        w, k, p = window(s, 0.5, rng), subsample(s, 0.5, rng), prefix(s, 0.5, 1.0, rng)
         start = int(np.searchsorted(s.times, w.times[0]))
         np.testing.assert_array_equal(w.times, s.times[start:start + w.times.size])
         np.testing.assert_array_equal(p.times, s.times[:p.times.size])
@@ -119,15 +119,13 @@ def test_augmentations_keep_order_and_size_bounds():
 
 def test_context_count_stays_within_its_fractions():
     rng = np.random.default_rng(0)
-    half = TrainConfig(min_context_fraction=0.5, max_context_fraction=0.5)
-    assert {context_count(41, half, rng) for _ in range(50)} == {21}
-    middle = TrainConfig(min_context_fraction=0.3, max_context_fraction=0.6)
-    counts = {context_count(100, middle, rng) for _ in range(2000)}
+    assert {context_count(41, 0.5, 0.5, rng) for _ in range(50)} == {21}
+    counts = {context_count(100, 0.3, 0.6, rng) for _ in range(2000)}
     assert counts == set(range(30, 61))
-    assert context_count(3, half, rng) == 2   # at least 2 where the series allows
+    assert context_count(3, 0.5, 0.5, rng) == 2   # at least 2 where the series allows
     for low, high in ((0.6, 0.5), (0.0, 0.5), (0.5, 1.2)):
         with pytest.raises(ValueError, match="min_context_fraction <= max_context_fraction"):
-            context_count(10, TrainConfig(min_context_fraction=low, max_context_fraction=high), rng)
+            TrainConfig(min_context_fraction=low, max_context_fraction=high)
 
 
 @pytest.mark.parametrize(("args", "words"), [

@@ -1,26 +1,19 @@
 """Train the latent-ODE forecaster on spirals or a CSV file of irregular series.
 
-Read top to bottom: the config, the data, validation, then :func:`train`, which is also the
+Read top to bottom: the config, validation, then :func:`train`, which is also the
 entry point for code that has its series in memory (the Table 2 benchmark). One process or DDP
 under ``torchrun --nproc-per-node N -m training latent-ode ...`` (gloo on CPU); only rank 0
 writes.
 
 Each epoch: minibatches of training series (each rank its shard) are collated onto their
 union time grid and the negative ELBO/IWAE bound is minimised (KL annealed linearly over
-``kl_warmup_epochs``; learning rate decayed per step as in latent_ode's run_models.py). Two
-augmentations matter for forecasting (on spirals they took the clean-future RMSE from 2.3 to
-about 0.8): with ``min_context_fraction`` < 1 the encoder reads only a random first part of each
-series while the likelihood covers all of it, which trains the model to forecast (Rubanova et
-al.'s extrapolation setting, with a random cut instead of a fixed half; ``max_context_fraction``
-= ``min_context_fraction`` = 0.5 is their half, which the Table 2 benchmark uses); with
-``min_window_fraction`` < 1 each series is first cropped to a random window, so that every phase
-of a trajectory serves as a start and the autonomous dynamics learn to continue from states
-that a whole series only reaches at its end. Where the series already start at every phase and
-the forecasts asked for are long (the spirals: read 100 steps, forecast 100), whole series
-(``min_window_fraction`` = 1) train that horizon better: crops seldom leave it. A third,
-``min_keep_fraction`` < 1, thins each series to a random share of its points, so that a model
-trained on dense series still forecasts well from sparse ones (spirals trained on 100 points,
-forecast from 30: RMSE 0.92 instead of 1.97). Then the validation series are split by
+``kl_warmup_epochs``; learning rate decayed per step as in latent_ode's run_models.py), each
+series first cropped (``min_window_fraction`` < 1), thinned (``min_keep_fraction`` < 1) and
+read only in part (``min_context_fraction`` < 1) as :mod:`training.augment` explains. Where the
+series already start at every phase and the forecasts asked for are long (the spirals: read
+100 steps, forecast 100), whole series (``min_window_fraction`` = 1) train that horizon
+better: crops seldom leave it; ``max_context_fraction`` = ``min_context_fraction`` = 0.5 is
+Rubanova et al.'s half, which the Table 2 benchmark uses. Then the validation series are split by
 :mod:`training.holdout` and the current model predicts the held-out points (interpolation MSE)
 and the tail (extrapolation MSE), both in normalised units. The epoch with the lowest
 ``val_mse`` (the mean of the two) is kept in ``OUT`` (a checkpoint directory the server can
@@ -35,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -60,8 +52,9 @@ from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
 from service.model.solver import SolverConfig
 from training import distributed
-from training.data.csv_series import load_csv
-from training.data.spirals import generate_spirals, split_spirals
+from training.augment import prefix, subsample, window
+from training.data.dataset import check_series, check_spans, fingerprint, load_dataset
+from training.data.spirals import split_spirals
 from training.data.splits import split_by_series
 from training.evaluation import evaluate, future_targets, holdout_targets
 from training.holdout import Holdout, holdout_split
@@ -168,104 +161,9 @@ class TrainConfig:
             encoder_solver=SolverConfig(method=self.encoder_method, step_size=self.encoder_step_size))
 
 
-# ----------------------------------------------------------------------------- data
-
-@dataclass
-class Dataset:
-    series: list[Series]
-    channels: list[str]
-    time_unit: str | None
-    source: str
-
-
 def state_path(out: Path) -> Path:
     """Where ``--resume`` state lives: beside the checkpoint, so ``out`` itself is servable."""
     return out.with_name(out.name + TRAIN_STATE_SUFFIX)
-
-
-def load_dataset(config: TrainConfig) -> Dataset:
-    if config.data == "spirals":
-        if Path("spirals").is_file():  # which one the user meant cannot be known: ask
-            raise ValueError("--data spirals means the synthetic spirals, but a file named 'spirals' is "
-                             "here too: pass ./spirals to train on the file")
-        series = generate_spirals(num_spirals=config.spirals_count, num_observed=config.spirals_observed,
-                                  noise_std=config.spirals_noise, seed=config.seed)
-        return Dataset(series, ["x", "y"], None, "spirals")
-    dataset = load_csv(config.data)
-    return Dataset(dataset.series, list(dataset.channels), dataset.time_unit, f"csv:{Path(config.data).name}")
-
-
-# A series may span at most this many times the median series: the latent ODE is solved over a
-# series' whole span, and the horizon the server allows is twice the longest span, so one series
-# with a wrong time (year 0001 among 2024s) would slow training to a crawl and lift the guard.
-MAX_SPAN_RATIO = 1000.0
-
-
-def check_spans(series: list[Series]) -> None:
-    spans = np.array([s.times[-1] - s.times[0] for s in series])
-    typical = float(np.median(spans[spans > 0])) if (spans > 0).any() else 0.0
-    if typical > 0 and spans.max() > MAX_SPAN_RATIO * typical:
-        odd = series[int(spans.argmax())]
-        raise ValueError(f"series {odd.id!r} spans {spans.max():.4g} time units, {spans.max() / typical:.3g} "
-                         f"times the median series ({typical:.4g}); more than {MAX_SPAN_RATIO:g} times is "
-                         "refused: check its times (one wrong date is enough), or split it")
-
-
-def fingerprint(series: list[Series]) -> str:
-    """SHA-256 of the series' times and values, in order: identifies the data a model saw."""
-    digest = hashlib.sha256()
-    for s in series:
-        digest.update(np.ascontiguousarray(s.times).tobytes())
-        digest.update(np.ascontiguousarray(s.values).tobytes())
-    return digest.hexdigest()
-
-
-def check_series(series: list[Series], num_channels: int, where: str) -> None:
-    for s in series:
-        if s.num_channels != num_channels:
-            raise ValueError(f"{where} series {s.id!r}: {s.num_channels} channels, expected {num_channels}")
-        empty = np.flatnonzero(~s.mask.any(axis=1))
-        if empty.size:
-            raise ValueError(f"{where} series {s.id!r}: row {int(empty[0])} has no observed channel")
-
-
-def random_count(n: int, min_fraction: float, rng: np.random.Generator, max_fraction: float = 1.0) -> int:
-    """Uniform in [ceil(min_fraction * n), ceil(max_fraction * n)], and at least 2 when n allows."""
-    low = min(n, max(2, math.ceil(min_fraction * n)))
-    high = min(n, max(low, math.ceil(max_fraction * n)))
-    return int(rng.integers(low, high + 1))
-
-
-def window(s: Series, min_window_fraction: float, rng: np.random.Generator) -> Series:
-    """A random run of consecutive points (augmentation: every phase of a series can be the start,
-    so the encoder and the autonomous dynamics learn to start from anywhere)."""
-    count = random_count(s.times.size, min_window_fraction, rng)
-    first = int(rng.integers(0, s.times.size - count + 1))
-    return Series(s.times[first:first + count], s.values[first:first + count], s.id)
-
-
-def subsample(s: Series, min_keep_fraction: float, rng: np.random.Generator) -> Series:
-    """Keep a random subset of a series' points (augmentation: sparser series)."""
-    keep = np.sort(rng.choice(s.times.size, size=random_count(s.times.size, min_keep_fraction, rng),
-                              replace=False))
-    return Series(s.times[keep], s.values[keep], s.id)
-
-
-def context_count(n: int, config: TrainConfig, rng: np.random.Generator) -> int:
-    """How many of a series' n points the model reads in one training step (the rest it forecasts).
-
-    Why a range: a random cut trains every horizon; where the forecasts asked for have one known
-    horizon (Table 2: read a window, forecast as long again), ``min_context_fraction`` =
-    ``max_context_fraction`` = 0.5 trains that one, as Rubanova et al.'s extrapolation setting does.
-    """
-    return random_count(n, config.min_context_fraction, rng, config.max_context_fraction)
-
-
-def prefix(s: Series, config: TrainConfig, rng: np.random.Generator) -> Series:
-    """The first part of a series, what a forecaster would have seen before the rest: a random
-    share of its points between ``min_context_fraction`` and ``max_context_fraction``."""
-    count = context_count(s.times.size, config, rng)
-    return Series(s.times[:count], s.values[:count], s.id)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -304,8 +202,6 @@ def weight_average(config: TrainConfig, model: torch.nn.Module) -> AveragedModel
     """
     if not config.ema_decay:
         return None
-    if not 0 < config.ema_decay < 1:
-        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
 
 
@@ -337,7 +233,8 @@ def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, dd
         batch = collate(chosen).to(ctx.device)
         context = None
         if config.min_context_fraction < 1:
-            prefixes = [prefix(s, config, rank_rng) for s in chosen]
+            prefixes = [prefix(s, config.min_context_fraction, config.max_context_fraction, rank_rng)
+                        for s in chosen]
             context = collate(prefixes).to(ctx.device)
         kl_coef = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
         for group in optimizer.param_groups:

@@ -1,0 +1,77 @@
+"""The series a latent-ODE run trains on: loaded from the synthetic spirals or a CSV file,
+checked before training, and fingerprinted so that ``--resume`` can tell when they changed."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.model.series import Series
+from training.data.csv_series import load_csv
+from training.data.spirals import generate_spirals
+
+if TYPE_CHECKING:
+    from training.latent_ode import TrainConfig
+
+
+@dataclass
+class Dataset:
+    series: list[Series]
+    channels: list[str]
+    time_unit: str | None
+    source: str
+
+
+def load_dataset(config: TrainConfig) -> Dataset:
+    """The series ``config.data`` names: ``"spirals"`` (generated from the ``spirals_*`` fields and
+    ``seed``) or the path of a CSV file."""
+    if config.data == "spirals":
+        if Path("spirals").is_file():  # which one the user meant cannot be known: ask
+            raise ValueError("--data spirals means the synthetic spirals, but a file named 'spirals' is "
+                             "here too: pass ./spirals to train on the file")
+        series = generate_spirals(num_spirals=config.spirals_count, num_observed=config.spirals_observed,
+                                  noise_std=config.spirals_noise, seed=config.seed)
+        return Dataset(series, ["x", "y"], None, "spirals")
+    dataset = load_csv(config.data)
+    return Dataset(dataset.series, list(dataset.channels), dataset.time_unit, f"csv:{Path(config.data).name}")
+
+
+# A series may span at most this many times the median series: the latent ODE is solved over a
+# series' whole span, and the horizon the server allows is twice the longest span, so one series
+# with a wrong time (year 0001 among 2024s) would slow training to a crawl and lift the guard.
+MAX_SPAN_RATIO = 1000.0
+
+
+def check_spans(series: list[Series]) -> None:
+    """Refuse a series that spans more than ``MAX_SPAN_RATIO`` times the median series."""
+    spans = np.array([s.times[-1] - s.times[0] for s in series])
+    typical = float(np.median(spans[spans > 0])) if (spans > 0).any() else 0.0
+    if typical > 0 and spans.max() > MAX_SPAN_RATIO * typical:
+        odd = series[int(spans.argmax())]
+        raise ValueError(f"series {odd.id!r} spans {spans.max():.4g} time units, {spans.max() / typical:.3g} "
+                         f"times the median series ({typical:.4g}); more than {MAX_SPAN_RATIO:g} times is "
+                         "refused: check its times (one wrong date is enough), or split it")
+
+
+def fingerprint(series: list[Series]) -> str:
+    """SHA-256 of the series' times and values, in order: identifies the data a model saw."""
+    digest = hashlib.sha256()
+    for s in series:
+        digest.update(np.ascontiguousarray(s.times).tobytes())
+        digest.update(np.ascontiguousarray(s.values).tobytes())
+    return digest.hexdigest()
+
+
+def check_series(series: list[Series], num_channels: int, where: str) -> None:
+    """Every series of ``where`` (training, validation, test) has ``num_channels`` channels and
+    no row without an observation (the likelihood of such a row is empty)."""
+    for s in series:
+        if s.num_channels != num_channels:
+            raise ValueError(f"{where} series {s.id!r}: {s.num_channels} channels, expected {num_channels}")
+        empty = np.flatnonzero(~s.mask.any(axis=1))
+        if empty.size:
+            raise ValueError(f"{where} series {s.id!r}: row {int(empty[0])} has no observed channel")
