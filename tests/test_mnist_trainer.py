@@ -13,6 +13,7 @@ import torch
 from service.model.classifier import Classifier
 from tests.mnist_files import write_split
 from training import mnist
+from training.__main__ import main as training_main
 from training.data.mnist_idx import load_split
 
 SAMPLE = Path(__file__).parent / "data" / "mnist-sample"
@@ -115,6 +116,27 @@ def test_presets_and_flags():
     assert (short.epochs, short.lr, short.schedule) == (2, 0.05, "onecycle")
     rates = [mnist.learning_rate(short, step, 10) for step in range(20)]
     assert max(rates) == pytest.approx(0.05) and rates[0] < rates[2] and rates[-1] < 0.01
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--batch-size", "-3"], "batch_size must be at least 1, got -3"),  # trained nothing, saved the result
+    (["--epochs", "0"], "epochs must be at least 1, got 0"),             # exited 0, saved nothing
+    (["--test-batch-size", "0"], "test_batch_size must be at least 1"),  # a torch traceback
+    (["--limit-train-batches", "0"], "limit_train_batches must be at least 1"),  # "float division by zero"
+    (["--crop-padding", "-2"], "crop_padding must be 0 or more"),
+    (["--momentum", "1.5"], "need 0 <= momentum < 1"),
+    (["--momentum", "0"], "nesterov needs a momentum above 0"),
+    (["--model", "odenet", "--tol", "nan"], "tol must be a positive number, got nan"),
+    (["--batch-size", "500"], "batch_size 500 is larger than the 96 training images"),
+])
+def test_bad_flags_are_refused_in_one_line_before_training(tmp_path, data_dir, capsys, args, words):
+    out = tmp_path / "model"
+    with pytest.raises(SystemExit) as exit_:
+        training_main(["mnist", *common(data_dir, out, epochs=1), *args])
+    message = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in message
+    assert message.startswith("python -m training mnist: error: ") and words in message
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -74,6 +74,31 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None  # start from this checkpoint's weights (same parameters)
 
+    def __post_init__(self) -> None:
+        """Every setting checked before any data is read, as the latent-ODE trainer does: a bad
+        flag is refused at once with its name, and none trains silently wrong (a negative batch
+        size once trained nothing and saved the untrained weights)."""
+        for name in ("epochs", "batch_size", "test_batch_size", "segments", "rk_steps",
+                     "limit_train_batches", "limit_test_batches", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be 0 or more, got {self.crop_padding}")
+        for name in ("lr", "tol"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if not (0 <= self.momentum < 1 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {self.momentum} and "
+                             f"{self.weight_decay}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0: pass --no-nesterov or a --momentum")
+        if self.schedule not in ("step", "onecycle"):
+            raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        self.architecture()  # the model's name and gradient mode
+
     def architecture(self) -> dict[str, Any]:
         by_model = {"odenet": {"tol": self.tol, "gradient": self.gradient, "segments": self.segments},
                     "rknet": {"steps": self.rk_steps}, "resnet": {}, "mlp": {}}
@@ -221,7 +246,14 @@ def run(args: argparse.Namespace) -> None:
     model = distributed.wrap(raw, ctx)
 
     rank_batch = config.batch_size // ctx.world_size
+    if rank_batch < 1:
+        raise ValueError(f"batch_size {config.batch_size} is below the {ctx.world_size} processes: each "
+                         "needs at least one image per step")
     steps_per_epoch = (len(train_x) // ctx.world_size) // rank_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(train_x)} training images "
+                         f"in {config.data_dir}" + (f" shared by {ctx.world_size} processes"
+                                                    if ctx.world_size > 1 else ""))
     if config.limit_train_batches is not None:
         steps_per_epoch = min(steps_per_epoch, config.limit_train_batches)
     if ctx.is_main:
