@@ -150,6 +150,28 @@ def test_one_series_far_longer_than_the_rest_is_refused(tmp_path):
         train(tiny_config(epochs=1), train_series, val_series, out=tmp_path / "run")
 
 
+def test_a_channel_that_no_training_series_observes_is_refused(tmp_path):
+    """It was trained on with a made-up mean 0 and std 1, and the run died at its very end."""
+    train_series, val_series = sine_series(6, 10, seed=0), sine_series(3, 10, seed=1)
+    for s in train_series:
+        s.values[:, 1] = np.nan
+        s.values[:, 0] = 0.5
+    with pytest.raises(ValueError, match=rf"channel 'b' is observed in no training series \(first in "
+                                         rf"validation series {val_series[0].id!r}\)"):
+        train(tiny_config(epochs=1), train_series, val_series, channels=["a", "b"], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_held_out_values_beyond_what_a_served_model_reads_are_refused(tmp_path):
+    train_series, val_series = sine_series(6, 10, seed=0), sine_series(3, 10, seed=1)
+    test_series = sine_series(2, 10, seed=2)
+    test_series[1].values[2, 0] = 1e4
+    with pytest.raises(ValueError, match=rf"test series {test_series[1].id!r}: channel 'c0' is 10000 at time "
+                                         r".*training standard deviations from the training mean"):
+        train(tiny_config(epochs=1), train_series, val_series, test_series=test_series, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_values_too_large_to_standardise_are_refused():
     series = sine_series(4, 10, seed=0)
     series[1].values[3, 1] = 1e300

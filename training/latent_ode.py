@@ -53,7 +53,14 @@ from service.model.series import Normalization, Series
 from service.model.solver import SolverConfig
 from training import distributed
 from training.augment import prefix, subsample, window
-from training.data.dataset import check_series, check_spans, fingerprint, load_dataset
+from training.data.dataset import (
+    check_channels_observed,
+    check_series,
+    check_spans,
+    check_values_covered,
+    fingerprint,
+    load_dataset,
+)
 from training.data.spirals import split_spirals
 from training.data.splits import split_by_series
 from training.evaluation import evaluate, future_targets, holdout_targets
@@ -284,11 +291,14 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         raise ValueError(f"{len(channels)} channel names for {num_channels}-channel series")
     for name, group in (("training", train_series), ("validation", val_series), ("test", test_series)):
         check_series(list(group), num_channels, name)
+    held_out = {"validation": list(val_series), "test": list(test_series)}
+    check_channels_observed(train_series, held_out, channels)
     torch.manual_seed(config.seed)
     out = Path(out) if out is not None else None
 
     check_spans([*train_series, *val_series, *test_series])
     normalization = Normalization.fit(train_series, time_span=config.time_span)
+    check_values_covered(normalization, held_out, channels)
     model = LatentODE(config.model_config(num_channels)).to(ctx.device)
     optimizer = make_optimizer(config, model)
     averaged = weight_average(config, model)

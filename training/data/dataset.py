@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.model.series import Series
+from service.model.forecaster import MAX_VALUE_SIGMAS
+from service.model.series import Normalization, Series
 from training.data.csv_series import load_csv
 from training.data.spirals import generate_spirals
 
@@ -75,3 +76,36 @@ def check_series(series: list[Series], num_channels: int, where: str) -> None:
         empty = np.flatnonzero(~s.mask.any(axis=1))
         if empty.size:
             raise ValueError(f"{where} series {s.id!r}: row {int(empty[0])} has no observed channel")
+
+
+def check_channels_observed(train_series: list[Series], others: dict[str, list[Series]],
+                            channels: list[str]) -> None:
+    """Every channel is observed in some training series: a channel that only validation or test
+    series observe cannot be learned, and its normalisation would be a made-up mean 0, std 1."""
+    observed = np.any([s.mask.any(axis=0) for s in train_series], axis=0)
+    for channel in np.flatnonzero(~observed):
+        seen = next((f"{where} series {s.id!r}" for where, group in others.items() for s in group
+                     if s.mask[:, channel].any()), "no series")
+        raise ValueError(f"channel {channels[channel]!r} is observed in no training series (first in "
+                         f"{seen}): drop the column, or split so that training series observe it (another "
+                         "--seed splits differently)")
+
+
+def check_values_covered(normalization: Normalization, groups: dict[str, list[Series]],
+                         channels: list[str]) -> None:
+    """Validation and test values lie within the limits a served model accepts (``MAX_VALUE_SIGMAS``
+    training standard deviations of the training mean): a model cannot be measured on values its
+    server would refuse, and such values mean the training series do not represent that data."""
+    mean, std = np.asarray(normalization.mean), np.asarray(normalization.std)
+    for where, group in groups.items():
+        for s in group:
+            with np.errstate(invalid="ignore"):
+                sigmas = np.abs(s.values - mean) / std
+            outside = np.argwhere(sigmas > MAX_VALUE_SIGMAS)               # NaN (missing) is not
+            if outside.size:
+                row, channel = (int(i) for i in outside[0])
+                raise ValueError(
+                    f"{where} series {s.id!r}: channel {channels[channel]!r} is {s.values[row, channel]:.6g} "
+                    f"at time {s.times[row]:.6g}, {sigmas[row, channel]:.3g} training standard deviations "
+                    f"from the training mean ({mean[channel]:.6g}, std {std[channel]:.6g}); a model reads "
+                    f"at most {MAX_VALUE_SIGMAS:g}: the training series do not cover this series' values")
