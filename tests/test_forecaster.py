@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 from latent_fixtures import sine_series, tiny_config
-from scipy.stats import norm
 
 from service.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
-from service.model.forecaster import Forecaster, ForecastQuery, mixture_quantiles
+from service.model.forecaster import Forecaster, ForecastQuery
 from training.latent_ode import PLOT_FILE, train
 
 torch.set_num_threads(1)
@@ -135,18 +134,6 @@ def test_predictive_spread_includes_observation_noise(trained):
     assert np.all(forecast.std >= noise - 1e-9)
     assert np.all(forecast.quantiles[0.05] < forecast.quantiles[0.5])
     assert np.all(forecast.quantiles[0.5] < forecast.quantiles[0.95])
-
-
-def test_mixture_quantile_matches_the_gaussian_and_sampling():
-    means = np.array([[[1.0, -2.0]]])                    # one time, one sample, two channels
-    std = np.array([0.5, 2.0])
-    expected = norm.ppf(0.9, [1.0, -2.0], std)
-    np.testing.assert_allclose(mixture_quantiles(means, std, [0.9])[0, 0], expected, rtol=1e-9)
-    rng = np.random.default_rng(0)
-    means = rng.normal(size=(1, 5, 1)) * 3
-    draws = means[0, rng.integers(0, 5, 400_000), 0] + rng.normal(size=400_000) * 0.7
-    quantile = mixture_quantiles(means, np.array([0.7]), [0.2])[0, 0, 0]
-    assert quantile == pytest.approx(np.quantile(draws, 0.2), abs=0.02)
 
 
 def test_bad_queries_get_clear_errors(trained):

@@ -9,7 +9,7 @@ distribution at a requested time is the mixture over samples of N(decoder mean, 
 - ``std`` **includes the observation noise**: sqrt(variance of the decoded means over samples +
   obs_std^2), so that intervals are calibrated for new observations, not only for the
   noiseless latent trajectory;
-- ``quantiles`` are the mixture's exact quantiles (safeguarded Newton steps on its CDF), not
+- ``quantiles`` are the mixture's exact quantiles (:mod:`service.model.mixture_quantile`), not
   empirical quantiles of a few draws, so they are smooth in the requested time.
 
 A series gets the same answer alone as in a batch, and its answer at a time does not depend on
@@ -32,7 +32,6 @@ series' span, beyond which a learned vector field has never been exercised.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,20 +44,11 @@ import torch
 from service.model.batching import collate, union_grid
 from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from service.model.latent_ode import LatentODE, LatentODEConfig
+from service.model.mixture_quantile import mixture_quantiles
 from service.model.series import Normalization, Series
 from service.model.solver import SolverStepLimitError
 
 KIND = "latent_ode"
-
-# The mixture quantile is found by safeguarded Newton steps until its CDF is within
-# QUANTILE_TOLERANCE of q or a step moves it less than QUANTILE_TOLERANCE * std. The CDF is
-# summed in float32 (2-3x faster than float64 here), which resolves it to about 1e-7, so the
-# tolerance sits above that: 1e-6 of the CDF is about 1e-5 of a std, far below the Monte-Carlo
-# error of any number of samples a request may ask for. QUANTILE_MAX_STEPS bisections alone
-# would shrink the [min mean - 10 std, max mean + 10 std] bracket by 2^-60, below float64
-# resolution of the bracket itself.
-QUANTILE_TOLERANCE = 1e-6
-QUANTILE_MAX_STEPS = 60
 
 # An observed value further than this many training standard deviations from its channel's
 # training mean is refused. The encoder saturates long before: the spirals model's forecast
@@ -87,62 +77,6 @@ class SeriesForecast:
 class Prediction:
     forecasts: list[SeriesForecast]
     nfe: int
-
-
-@torch.inference_mode()
-def mixture_quantiles(means: np.ndarray, std: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Quantiles ``levels`` of the equal-weight mixture of N(means[..., s, :], std^2) over samples s.
-
-    ``means`` is (m, S, C), ``std`` (C,); returns (len(levels), m, C). Newton's method on the
-    mixture CDF, started at the moment-matched normal's quantile, inside a bracket that always
-    holds the root: a step that would leave the bracket is replaced by bisection, so the worst
-    case is bisection and the usual (near-unimodal) case takes a handful of steps, each costing
-    one pass over the samples like a bisection step.
-
-    All levels, times and channels are solved together as one flat list of roots, each pass
-    only over those not yet converged (a converged root is left as it is, so a level's answer
-    does not depend on which other levels are asked for). It runs in torch: its vectorised
-    normal CDF and exp are 2-2.5x faster than scipy's and numpy's here. The bracket, the roots
-    and each standardised distance ``z`` are float64; ``z`` is rounded to float32 only for the
-    CDF and density (where no cancellation follows), see ``QUANTILE_TOLERANCE``.
-    """
-    num_times, num_samples, channels = means.shape
-    levels_count = len(levels)
-    rows = torch.from_numpy(means).permute(0, 2, 1).reshape(num_times * channels, num_samples)
-    row_scale = torch.from_numpy(std).repeat(num_times)
-    # Per (time, channel) row once, then one copy per level: root r is level r // len(rows).
-    q = torch.tensor(levels, dtype=torch.float64).repeat_interleave(rows.shape[0])
-    scale = row_scale.repeat(levels_count)
-    scaled = (rows / row_scale[:, None]).repeat(levels_count, 1)
-    low = (rows.amin(dim=1) - 10 * row_scale).repeat(levels_count)
-    high = (rows.amax(dim=1) + 10 * row_scale).repeat(levels_count)
-    row_mean = rows.mean(dim=1, keepdim=True)
-    mean = row_mean.squeeze(1).repeat(levels_count)
-    moment_std = ((rows - row_mean).square().mean(dim=1) + row_scale.square()).sqrt().repeat(levels_count)
-    x = torch.minimum(torch.maximum(mean + moment_std * torch.special.ndtri(q), low), high)
-    roots = x.clone()
-    index = torch.arange(x.numel())                                 # where the active roots go
-    for _ in range(QUANTILE_MAX_STEPS):
-        if not index.numel():
-            break
-        z = ((x / scale)[:, None] - scaled).float()
-        excess = torch.special.ndtr(z).mean(dim=1).double() - q
-        density = z.square_().mul_(-0.5).exp_().mean(dim=1).double() / (scale * math.sqrt(2 * math.pi))
-        below = excess < 0
-        low = torch.where(below, x, low)
-        high = torch.where(below, high, x)
-        newton = x - excess / density.clamp_min(np.finfo(float).tiny)
-        step_to = torch.where((newton > low) & (newton < high), newton, 0.5 * (low + high))
-        converged = (excess.abs() <= QUANTILE_TOLERANCE) | ((step_to - x).abs() <= QUANTILE_TOLERANCE * scale)
-        done = converged.nonzero().squeeze(1)
-        if done.numel():
-            roots[index[done]] = x[done]
-            going = (~converged).nonzero().squeeze(1)
-            step_to, low, high, q = step_to[going], low[going], high[going], q[going]
-            scaled, scale, index = scaled[going], scale[going], index[going]
-        x = step_to
-    roots[index] = x  # any root still unconverged after QUANTILE_MAX_STEPS: its last step
-    return roots.reshape(len(levels), num_times, channels).numpy()
 
 
 class Forecaster:
