@@ -16,15 +16,18 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.api.errors import ApiError, Loc, body_validation_error
+from service.api.errors import ApiError, Loc, body_validation_error, field_path
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.api.requests import is_json_media_type, media_type
 from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
-from service.model.digit_image import MIN_CONTRAST, image_bytes_to_mnist
+from service.model.digit_image import MIN_CONTRAST, border_level, image_bytes_to_mnist
 
 FORM_FIELDS = ("file", "model")
+# A value this little above 1 is float rounding in a 0..1 image (1.0000001), read as 1; a 0..255
+# image has whole numbers, so none of its values is in (1, 1 + ONE_SLACK].
+ONE_SLACK = 1e-6
 
 
 @dataclass
@@ -56,17 +59,22 @@ def check_count(count: int, limit: int, loc: Loc) -> None:
 
 
 def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
-    """(N, 28, 28) values by the documented rule -> float32 in [0, 1].
+    """(N, 28, 28) values by the documented rule -> float32 in [0, 1], white digit on black.
 
-    An image with any value above 1 is 0..255 (whole numbers, divided by 255); else 0..1.
+    An image with any value above 1 (beyond float rounding: ``ONE_SLACK``) is 0..255, whole
+    numbers divided by 255; else 0..1. An image whose border is mostly light is inverted, as an
+    upload is (:func:`~service.model.digit_image.border_level`): a digit drawn dark on white
+    would otherwise get a confident wrong label, and no MNIST-style digit has a light border.
     An image whose pixels all lie within MIN_CONTRAST of each other has no digit, and is
     refused as an uploaded picture with no digit standing out from its background is.
     """
     scaled = np.empty(images.shape, dtype=np.float32)
     for image, out, loc in zip(images, scaled, locs, strict=True):
-        if image.max() > 1:
+        if image.max() > 1 + ONE_SLACK:
+            brightest = tuple(int(i) for i in np.unravel_index(image.argmax(), image.shape))
             bad = (image < 0) | (image > 255) | (image != np.round(image))
-            rule = "an image with values above 1 is read as 0..255 and takes whole numbers from 0 to 255"
+            rule = (f"the image is read as 0..255, whole numbers from 0 to 255, because "
+                    f"{field_path((*loc, *brightest))} is {float(image[brightest])!r} (above 1)")
             scale = 255.0
         else:
             bad = image < 0
@@ -75,12 +83,15 @@ def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
             value = float(image[row, col])
-            raise _invalid((*loc, row, col), f"{value!r} is out of range: {rule}", "pixel_range")
-        out[:] = image / scale
+            fault = "is not a whole number" if 0 <= value <= 255 else "is out of range"
+            raise _invalid((*loc, row, col), f"{value!r} {fault}: {rule}", "pixel_range")
+        out[:] = np.minimum(image / scale, 1.0)
         if out.max() - out.min() < MIN_CONTRAST:
             raise _invalid(loc, "image is empty: no digit stands out from the background (every pixel is "
                                 f"within {MIN_CONTRAST} of {out.min():.3g}, on the 0..1 scale)",
                            "image_empty")
+        if border_level(out) > 0.5:
+            out[:] = 1.0 - out
     return scaled
 
 

@@ -50,6 +50,21 @@ def test_0_255_integers_mean_the_same_as_0_1_floats(client):
                                as_floats["predictions"][0]["probabilities"], rtol=1e-6)
 
 
+def test_dark_ink_on_white_is_inverted_as_uploads_are(client):
+    """A JSON image on a light background was classified as it came: confidently wrong."""
+    on_black = client.post("/classify", json={"image": image_list()}).json()
+    on_white = client.post("/classify", json={"image": image_list(255 - np.round(DIGIT * 255))}).json()
+    np.testing.assert_allclose(on_white["predictions"][0]["probabilities"],
+                               on_black["predictions"][0]["probabilities"], atol=1e-5)
+
+
+def test_float_rounding_above_1_is_read_as_1(client):
+    rounded = client.post("/classify", json={"image": image_list(np.where(DIGIT == 1.0, 1.0000001, DIGIT))})
+    assert rounded.status_code == 200, rounded.text
+    exact = client.post("/classify", json={"image": image_list()}).json()
+    assert rounded.json()["predictions"] == exact["predictions"]
+
+
 def test_a_batch_answers_each_image_as_alone(client):
     other = np.roll(DIGIT, 4, axis=1)
     batch = client.post("/classify", json={"images": [image_list(other), image_list()]}).json()
@@ -85,6 +100,10 @@ def test_png_and_jpeg_uploads(client):
     ({"image": image_list(np.where(DIGIT > 0, 300, 0))}, "image[5][10]", "0 to 255"),
     ({"images": [image_list(), image_list(np.where(DIGIT > 0, 127.5, 0))]}, "images[1][5][10]",
      "whole numbers"),
+    # the message names the pixel that made the image 0..255, not only a normal one it then refuses
+    ({"image": [*image_list()[:20], [0] * 20 + [200] + [0] * 7, *image_list()[21:]]}, "image[5][10]",
+     "0.6 is not a whole number: the image is read as 0..255, whole numbers from 0 to 255, because "
+     "image[20][20] is 200.0 (above 1)"),
     ({"image": image_list(), "size": 3}, "size", "Extra inputs"),
     ({"image": [[10**400] + row[1:] for row in image_list()]}, "image[0][0]", "finite number"),
     ({"image": [[True] + row[1:] for row in image_list()]}, "image[0][0]", "valid number"),

@@ -3,6 +3,7 @@
 Pixel values follow one rule, per image: **an image with any value above 1 is read as 0..255**
 (whole numbers 0 to 255, divided by 255); otherwise values are read as 0..1. A 0..255 image
 whose values are all 0 or 1 would be black anyway, so the rule never misreads a real digit.
+An image whose border is mostly light (dark ink on white) is inverted, as uploads are.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ Row = Annotated[list[FiniteNumber], Field(min_length=SIDE, max_length=SIDE)]
 Image = Annotated[list[Row], Field(min_length=SIDE, max_length=SIDE,
                                    description="28 rows of 28 pixel values: 0..1 floats, or 0..255 whole "
                                                "numbers (an image with any value above 1 is read as 0..255). "
-                                               "White digit on black, as in MNIST.")]
+                                               "White digit on black, as in MNIST; an image whose "
+                                               "border is mostly light is inverted first.")]
 
 
 class ClassifyRequest(BaseModel):
