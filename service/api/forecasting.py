@@ -18,7 +18,7 @@ from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.api.schemas.forecast import ForecastRequest, SeriesIn
 from service.api.settings import Settings
-from service.model.forecaster import Forecaster, ForecastQuery
+from service.model.forecaster import Forecaster, ForecastQuery, numbers_apart
 from service.model.solver import SolverStepLimitError
 from service.model.timeunits import parse_timestamp, to_unit
 
@@ -94,8 +94,8 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     outside = model.value_out_of_limits(values)
     if outside is not None:
         row, channel = outside
-        message = f"{values[row, channel]:g} is out of range: {model.limits_message(channel)}"
-        raise _invalid((*loc, "values", row, channel), message, "value_out_of_range")
+        raise _invalid((*loc, "values", row, channel), model.limits_message(values[row, channel], channel),
+                       "value_out_of_range")
     times = time_numbers(series.times, model, (*loc, "times"))
     order = np.argsort(times, kind="stable")
     times, values = times[order], values[order]
@@ -111,34 +111,36 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
                        f"from times[{first}] ({shown(series.times[first])}) by model {model.name!r}, which "
                        "reads times in float32 relative to the first observation", "indistinct_time")
     span = times[-1] - times[0]
-    if span > model.max_horizon:
+    if model.over_horizon(span, max(abs(times[0]), abs(times[-1]))):
         unit = model.time_unit or "time units"
-        message = (f"the observations span {_amount(span)} {unit}; model {model.name!r} reads windows of "
-                   f"at most {_amount(model.max_horizon)} {unit} (twice its longest training series): "
-                   "send the most recent part")
+        shown_span, limit = _amounts(span, model.max_horizon)
+        message = (f"the observations span {shown_span} {unit}; model {model.name!r} reads windows of "
+                   f"at most {limit} {unit} (twice its longest training series): send the most recent part")
         raise _invalid((*loc, "times"), message, "window_too_long")
     at = time_numbers(series.at, model, (*loc, "at"))
     _check_horizon(at, times, series.at, model, (*loc, "at"))
     return ForecastQuery(times=times, values=values, at=at)
 
 
-def _amount(x: float) -> str:
-    """A distance in a message: to ten digits, so that one just over a limit does not print as the
-    limit itself (15.0343 > 15.0343), and a span that overflowed says so."""
-    return f"{x:.10g}" if math.isfinite(x) else "more than any float"
+def _amounts(distance: float, limit: float) -> tuple[str, str]:
+    """A distance and its limit for a message: with the digits that tell them apart, and a span
+    that overflowed a float says so."""
+    if not math.isfinite(distance):
+        return "more than any float", f"{limit:g}"
+    return numbers_apart(distance, limit)
 
 
 def _check_horizon(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str], model: Forecaster,
                    loc: Loc) -> None:
-    distance = np.maximum(times[0] - at, at - times[-1])
-    too_far = np.flatnonzero(distance > model.max_horizon)
-    if too_far.size:
-        j = int(too_far[0])
+    distance, beyond = model.horizon_distances(times, at)
+    if beyond.size:
+        j = int(beyond[0])
         side = "before the first" if at[j] < times[0] else "after the last"
         unit = model.time_unit or "time units"
-        message = (f"{shown(sent[j])} lies {_amount(distance[j])} {unit} {side} observation; model "
-                   f"{model.name!r} answers at most {_amount(model.max_horizon)} {unit} before the first or "
-                   "after the last observation")
+        shown_distance, limit = _amounts(distance[j], model.max_horizon)
+        message = (f"{shown(sent[j])} lies {shown_distance} {unit} {side} observation; model "
+                   f"{model.name!r} answers at most {limit} {unit} before the first or after the last "
+                   "observation")
         raise _invalid((*loc, j), message, "beyond_horizon")
 
 

@@ -58,6 +58,16 @@ KIND = "latent_ode"
 MAX_VALUE_SIGMAS = 100.0
 
 
+def numbers_apart(x: float, limit: float) -> tuple[str, str]:
+    """``x`` and ``limit`` for a message, each to as many significant digits (6 to 17) as it
+    takes to tell them apart, so that a value just over a limit is not shown as the limit."""
+    for digits in range(6, 18):
+        shown, bound = f"{x:.{digits}g}", f"{limit:.{digits}g}"
+        if shown != bound:
+            break
+    return shown, bound
+
+
 @dataclass
 class ForecastQuery:
     times: np.ndarray
@@ -121,11 +131,27 @@ class Forecaster:
         same = np.flatnonzero(np.diff(relative) <= 0)
         return int(same[0]) + 1 if same.size else None
 
-    def limits_message(self, channel: int) -> str:
-        low, high = self.value_limits
-        return (f"model {self.name!r} reads values of channel {self.channels[channel]!r} within "
-                f"[{low[channel]:.6g}, {high[channel]:.6g}], {MAX_VALUE_SIGMAS:g} training standard "
+    def limits_message(self, value: float, channel: int) -> str:
+        """Why ``value`` of ``channel`` is refused, its digits shown until they differ from the limit's."""
+        low, high = self.value_limits[0][channel], self.value_limits[1][channel]
+        shown, limit = numbers_apart(value, low if value < low else high)
+        bounds = f"[{limit}, {high:.6g}]" if value < low else f"[{low:.6g}, {limit}]"
+        return (f"{shown} is out of range: model {self.name!r} reads values of channel "
+                f"{self.channels[channel]!r} within {bounds}, {MAX_VALUE_SIGMAS:g} training standard "
                 "deviations either side of the training mean; check the values' units")
+
+    def over_horizon(self, distance: np.ndarray | float, magnitude: np.ndarray | float) -> np.ndarray:
+        """Whether each ``distance``, a difference of times of about ``magnitude`` in size, is
+        beyond ``max_horizon`` by more than its rounding (a few ulps of ``magnitude``): a time a
+        client computed as ``last + max_horizon`` can land one rounding above the limit."""
+        return np.asarray(distance) > self.max_horizon + 4 * np.spacing(np.abs(magnitude))
+
+    def horizon_distances(self, times: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How far each of ``at`` lies before the first or after the last of the increasing
+        ``times`` (negative inside them), and the indices of those :meth:`over_horizon`."""
+        distance = np.maximum(times[0] - at, at - times[-1])
+        magnitude = np.maximum(np.abs(at), max(abs(times[0]), abs(times[-1])))
+        return distance, np.flatnonzero(self.over_horizon(distance, magnitude))
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> Forecaster:
@@ -184,17 +210,17 @@ class Forecaster:
         outside = self.value_out_of_limits(values)
         if outside is not None:
             row, channel = outside
-            raise ValueError(f"{where}.values[{row}][{channel}]: {values[row, channel]:g} is out of "
-                             f"range: {self.limits_message(channel)}")
+            raise ValueError(f"{where}.values[{row}][{channel}]: "
+                             f"{self.limits_message(values[row, channel], channel)}")
         if at.ndim != 1 or not np.all(np.isfinite(at)):
             raise ValueError(f"{where}.at: expected a 1-D array of finite times")
-        if at.size:
-            before = times[0] - at.min()
-            after = at.max() - times[-1]
-            if max(before, after) > self.max_horizon:
-                side = (f"{before:g} before the first" if before >= after else f"{after:g} after the last")
-                raise ValueError(f"{where}.at: a requested time lies {side} observation; this model "
-                                 f"forecasts at most {self.max_horizon:g} time units away")
+        distance, beyond = self.horizon_distances(times, at)
+        if beyond.size:
+            j = int(beyond[0])
+            side = "before the first" if at[j] < times[0] else "after the last"
+            shown, limit = numbers_apart(distance[j], self.max_horizon)
+            raise ValueError(f"{where}.at[{j}]: lies {shown} time units {side} observation; this model "
+                             f"forecasts at most {limit} time units away")
         return ForecastQuery(times, values, at)
 
     def _sample_decoded_means(self, queries: list[ForecastQuery], num_samples: int, seed: int

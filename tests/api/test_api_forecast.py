@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -254,6 +255,32 @@ def test_values_far_outside_the_training_data_are_refused(client):
     error = refusal(post(client, [SERIES, outside]))
     assert error["field"] == "series[1].values[2][1]" and error["type"] == "value_out_of_range"
     assert "1e+09 is out of range" in error["msg"] and "training standard deviations" in error["msg"]
+
+
+@pytest.mark.parametrize("last", [10.664, 22.95, -7.731])
+def test_the_horizon_itself_is_answered_however_it_rounds(client, last):
+    """``last + max_horizon`` (10.0 here), computed by a client, can land a rounding beyond it
+    (at last = 10.664 the distance reads 10.000000000000002) and was refused as "lies 10 ... at
+    most 10"; so was ``first - max_horizon`` at first = -7.731."""
+    series = {"times": [last - 0.5, last], "values": [[1.0, 0.5], [0.9, 0.4]],
+              "at": [last + 10.0, last - 0.5 - 10.0]}
+    assert (series["at"][0] - last > 10.0) or (series["times"][0] - series["at"][1] > 10.0)
+    answer = post(client, [series])
+    assert answer.status_code == 200, answer.text
+    beyond = refusal(post(client, [{**series, "at": [last + 10.0 * (1 + 1e-12)]}]))
+    assert beyond["type"] == "beyond_horizon"
+    assert "lies 10.00000000001 time units after the last observation" in beyond["msg"], beyond
+    assert "at most 10 time units" in beyond["msg"]
+
+
+def test_a_value_just_over_its_limit_is_shown_apart_from_the_limit(client):
+    models = client.get("/models").json()["models"]
+    limit = next(m for m in models if m["name"] == "tiny")["value_limits"][1][1]
+    over = float(np.nextafter(limit, np.inf))
+    error = refusal(post(client, [{**SERIES, "values": [[1.0, 0.5], [None, over], [0.2, 0.1], [0.0, -0.3]]}]))
+    assert error["type"] == "value_out_of_range"
+    shown, bound = re.fullmatch(r"(\S+) is out of range: .* within \[\S+, (\S+)\], .*", error["msg"]).groups()
+    assert float(shown) == over and float(bound) == pytest.approx(limit) and shown != bound, error["msg"]
 
 
 def raw_post(client, text):
