@@ -9,18 +9,19 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from service.api.errors import ApiError, Loc, shown
+from service.api.errors import ApiError, Loc, field_path, shown
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.api.schemas.forecast import ForecastRequest, SeriesIn
 from service.api.settings import Settings
 from service.model.forecaster import Forecaster, ForecastQuery, numbers_apart
 from service.model.solver import SolverStepLimitError
-from service.model.timeunits import parse_timestamp, to_unit
+from service.model.timeunits import parse_datetime, parse_timestamp, posix_seconds, to_unit
 
 
 def _invalid(loc: Loc, msg: str, type: str) -> ApiError:
@@ -32,7 +33,27 @@ def _over_limit(loc: Loc, what: str, count: int, setting: str, limit: int) -> Ap
                     "over_limit")
 
 
-def time_numbers(points: Sequence[float | str], model: Forecaster, loc: Loc) -> np.ndarray:
+class ZoneKind:
+    """Whether a series' timestamps carry a time zone: one kind throughout its ``times`` and
+    ``at``, as the trainer insists for a CSV file. Mixed, a timestamp without a zone would be
+    read as UTC beside ones in other zones, which is seldom what the client meant."""
+
+    def __init__(self) -> None:
+        self.first: tuple[Loc, str, bool] | None = None   # where, what, zoned
+
+    def check(self, moment: datetime, loc: Loc, text: str) -> None:
+        zoned = moment.tzinfo is not None
+        if self.first is None:
+            self.first = (loc, text, zoned)
+        elif zoned != self.first[2]:
+            where, first_text, _ = self.first
+            kinds = ("a timestamp with a time zone", "a timestamp without one")
+            raise _invalid(loc, f"{shown(text)} is {kinds[not zoned]}, but {field_path(where)} "
+                                f"({shown(first_text)}) is {kinds[zoned]}: use one kind throughout a series "
+                                "(one without a zone is read as UTC)", "timestamp_zone_mixed")
+
+
+def time_numbers(points: Sequence[float | str], model: Forecaster, loc: Loc, zone: ZoneKind) -> np.ndarray:
     """The model's plain-number times for ``points`` (numbers, or ISO-8601 for a timestamp model)."""
     if model.time_unit is None:
         for j, point in enumerate(points):
@@ -52,10 +73,12 @@ def time_numbers(points: Sequence[float | str], model: Forecaster, loc: Loc) -> 
                                       f"strings such as '2024-03-01T12:00:00Z', not {shown(point)}",
                            "time_type")
         try:
-            seconds[j] = parse_timestamp(point)
+            moment = parse_datetime(point)
         except ValueError:
             raise _invalid((*loc, j), f"{shown(point)} is not an ISO-8601 timestamp (expected e.g. "
                                       "2024-03-01T12:00:00Z)", "timestamp_invalid") from None
+        zone.check(moment, (*loc, j), point)
+        seconds[j] = posix_seconds(moment)
     return to_unit(seconds, model.time_unit)
 
 
@@ -65,8 +88,11 @@ def _repeat_message(sent: Sequence[float | str], first: int, second: int, model:
     if sent[second] == sent[first]:
         return f"time {shown(sent[second])} repeats times[{first}]; {once}"
     if model.time_unit is not None:
+        step = float(np.spacing(abs(parse_timestamp(str(sent[second])))))
+        resolution = ("microseconds" if step <= 1e-6 else
+                      f"{step * 1e6:.2g} microseconds this far from 1970 (float64 seconds)")
         return (f"time {shown(sent[second])} repeats times[{first}] ({shown(sent[first])}): timestamps are "
-                f"resolved to microseconds; {once}")
+                f"resolved to {resolution}; {once}")
     return (f"time {shown(sent[second])} is equal to times[{first}] ({shown(sent[first])}) at float64 "
             f"precision, which times are read in; {once}")
 
@@ -96,7 +122,8 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
         row, channel = outside
         raise _invalid((*loc, "values", row, channel), model.limits_message(values[row, channel], channel),
                        "value_out_of_range")
-    times = time_numbers(series.times, model, (*loc, "times"))
+    zone = ZoneKind()
+    times = time_numbers(series.times, model, (*loc, "times"), zone)
     order = np.argsort(times, kind="stable")
     times, values = times[order], values[order]
     repeats = np.flatnonzero(np.diff(times) == 0)
@@ -117,7 +144,7 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
         message = (f"the observations span {shown_span} {unit}; model {model.name!r} reads windows of "
                    f"at most {limit} {unit} (twice its longest training series): send the most recent part")
         raise _invalid((*loc, "times"), message, "window_too_long")
-    at = time_numbers(series.at, model, (*loc, "at"))
+    at = time_numbers(series.at, model, (*loc, "at"), zone)
     _check_horizon(at, times, series.at, model, (*loc, "at"))
     return ForecastQuery(times=times, values=values, at=at)
 

@@ -20,20 +20,26 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_datetime(text: str) -> datetime:
-    """Parse an ISO-8601 date or date-time; the result is naive when the text names no zone."""
+    """Parse an ISO-8601 date or date-time; the result is naive when the text names no zone.
+
+    Letters are read in either case (RFC 3339 allows ``2024-03-01t12:00:00z``)."""
     try:
-        return datetime.fromisoformat(text.strip())
-    except (TypeError, ValueError):
+        return datetime.fromisoformat(text.strip().upper())
+    except (TypeError, ValueError, AttributeError):
         raise ValueError(f"{text!r} is not an ISO-8601 timestamp "
                          "(expected e.g. 2024-03-01T12:00:00Z)") from None
 
 
-def parse_timestamp(text: str) -> float:
-    """ISO-8601 text -> POSIX seconds. A timestamp without a zone is taken as UTC."""
-    moment = parse_datetime(text)
+def posix_seconds(moment: datetime) -> float:
+    """A date-time as POSIX seconds; one without a zone is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH).total_seconds()
+
+
+def parse_timestamp(text: str) -> float:
+    """ISO-8601 text -> POSIX seconds. A timestamp without a zone is taken as UTC."""
+    return posix_seconds(parse_datetime(text))
 
 
 def format_timestamp(posix_seconds: float) -> str:

@@ -82,7 +82,7 @@ def test_defaults_and_explicit_model(client):
 
 def test_timestamps_for_a_model_trained_on_them(client):
     series = {"times": ["2024-03-01T02:00:00Z", "2024-03-01T00:00:00Z", "2024-03-01T01:30:00+01:00"],
-              "values": [1.0, 3.0, 2.0], "at": ["2024-03-01T12:00:00Z", "2024-02-29T23:00:00"]}
+              "values": [1.0, 3.0, 2.0], "at": ["2024-03-01T12:00:00z", "2024-03-01T00:00:00+01:00"]}
     answer = client.post("/forecast", json={"model": "hourly", "series": [series]})
     assert answer.status_code == 200, answer.text
     forecast = answer.json()["forecasts"][0]
@@ -91,6 +91,11 @@ def test_timestamps_for_a_model_trained_on_them(client):
     as_rows = client.post("/forecast", json={"model": "hourly", "series": [
         {**series, "values": [[1.0], [3.0], [2.0]]}]}).json()["forecasts"][0]
     assert as_rows == forecast
+    # The same instants without zones are read as UTC.
+    naive = {"times": ["2024-03-01T02:00:00", "2024-03-01T00:00:00", "2024-03-01T00:30:00"],
+             "values": [1.0, 3.0, 2.0], "at": ["2024-03-01T12:00:00", "2024-02-29T23:00:00"]}
+    as_utc = client.post("/forecast", json={"model": "hourly", "series": [naive]}).json()["forecasts"][0]
+    assert {**as_utc, "at": series["at"]} == forecast
 
 
 @pytest.mark.parametrize(("times", "values", "field", "words"), [
@@ -100,6 +105,14 @@ def test_timestamps_for_a_model_trained_on_them(client):
      "timestamps are resolved to microseconds"),
     (["2024-03-01T00:00:00Z", 5.0], [1.0, 2.0], "series[0].times[1]", "ISO-8601"),
     (["2024-03-01T00:00:00Z", "yesterday"], [1.0, 2.0], "series[0].times[1]", "not an ISO-8601"),
+    # the trainer refuses a CSV that mixes them; read as UTC beside zoned times, a naive one is a guess
+    (["2024-03-01T00:00:00+02:00", "2024-03-01T03:00:00"], [1.0, 2.0], "series[0].times[1]",
+     "'2024-03-01T03:00:00' is a timestamp without one, but series[0].times[0] "
+     "('2024-03-01T00:00:00+02:00') is a timestamp with a time zone"),
+    (["2024-03-01T00:00:00", "2024-03-01T03:00:00"], [1.0, 2.0], "series[0].at[0]",
+     "is a timestamp with a time zone, but series[0].times[0]"),
+    (["2300-03-01T00:00:00.000001Z", "2300-03-01T00:00:00.000002Z"], [1.0, 2.0], "series[0].times[1]",
+     "resolved to 1.9 microseconds this far from 1970"),
 ])
 def test_timestamp_refusals(client, times, values, field, words):
     answer = client.post("/forecast", json={"model": "hourly", "series": [

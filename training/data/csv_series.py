@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from service.model.series import Series
-from service.model.timeunits import choose_unit, parse_datetime, parse_timestamp, to_unit
+from service.model.timeunits import choose_unit, parse_datetime, posix_seconds, to_unit
 
 REQUIRED_COLUMNS = ("series_id", "time")
 
@@ -154,7 +154,7 @@ class _TimeParser:
                 raise _fault(line, "'time'", f"{text!r} is neither a number nor an ISO-8601 "
                              "timestamp (e.g. 2024-03-01T12:00:00Z)") from None
             kind = "naive" if moment.tzinfo is None else "zoned"
-            seconds = parse_timestamp(text)
+            seconds = posix_seconds(moment)
         if self.kind is None:
             self.kind, self.first_line = kind, line
         elif kind != self.kind:

@@ -79,7 +79,8 @@ class SeriesIn(BaseModel):
     id: str | None = Field(None, description="Any label; echoed back.")
     times: list[TimePoint] = Field(
         min_length=1, description="Observation times, any order: numbers, or ISO-8601 timestamps for a "
-                                  "model trained on timestamps. No time may repeat.")
+                                  "model trained on timestamps (without a zone: UTC; a series' `times` and "
+                                  "`at` all carry a zone or none does). No time may repeat.")
     values: Values = Field(
         description="One row per time, one column per model channel; null is a missing value. "
                     "A flat list is accepted for a one-channel model.")
