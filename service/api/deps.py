@@ -16,6 +16,7 @@ from service.api.errors import ApiError, Loc, shown
 from service.api.metrics import Metrics
 from service.api.registry import ModelEntry, ModelRegistry
 from service.api.settings import Settings
+from service.model import classifier, forecaster
 
 
 async def get_settings(request: Request) -> Settings:
@@ -44,6 +45,11 @@ def unknown_model(registry: ModelRegistry, name: str, loc: Loc) -> ApiError:
     return ApiError(404, loc, f"unknown model {name!r}; models here: {known}", "unknown_model")
 
 
+# Where each kind of model answers, for a client that sent one to another endpoint.
+SERVED_BY = {forecaster.KIND: "POST /forecast",
+             classifier.KIND: "POST /classify and POST /v2/models/{name}/infer"}
+
+
 def serving_model(registry: ModelRegistry, requested: str | None, kind: str, loc: Loc,
                   default: str | None = None) -> ModelEntry:
     """The loaded model called ``requested`` (or, when the client named none, the configured
@@ -59,8 +65,9 @@ def serving_model(registry: ModelRegistry, requested: str | None, kind: str, loc
         reason = f"it failed to load: {entry.error}" if entry else "no such checkpoint was found"
         raise ApiError(503, loc, f"model {name!r} is not ready; {reason}", "model_not_ready")
     if entry.kind != kind:
-        raise ApiError(422, loc, f"model {name!r} is a {entry.kind} model; this endpoint needs {kind}",
-                       "wrong_model_kind")
+        served_by = SERVED_BY.get(entry.kind, "no endpoint")
+        raise ApiError(422, loc, f"model {name!r} is a {entry.kind} model, served by {served_by}; this "
+                                 f"endpoint needs a {kind} model", "wrong_model_kind")
     return entry
 
 

@@ -108,7 +108,8 @@ def test_png_and_jpeg_uploads(client):
     ({"image": [[10**400] + row[1:] for row in image_list()]}, "image[0][0]", "finite number"),
     ({"image": [[True] + row[1:] for row in image_list()]}, "image[0][0]", "valid number"),
     ({"image": [["0"] + row[1:] for row in image_list()]}, "image[0][0]", "valid number"),
-    ({"model": "tiny", "image": image_list()}, "model", "needs mnist_classifier"),
+    ({"model": "tiny", "image": image_list()}, "model",
+     "is a latent_ode model, served by POST /forecast; this endpoint needs a mnist_classifier"),
     ({"model": "", "image": image_list()}, "model", "at least 1 character"),
 ])
 def test_json_refusals(client, body, field, words):
@@ -301,7 +302,7 @@ def test_oip_infer_other_refusals(make_client):
     unknown = client.post("/v2/models/nope/infer", json=infer_body([0.0] * 784, [1, 784]))
     assert unknown.status_code == 404 and "unknown model 'nope'" in unknown.json()["error"]
     forecaster = client.post("/v2/models/tiny/infer", json=infer_body([0.0] * 784, [1, 784]))
-    assert forecaster.status_code == 400 and "needs mnist_classifier" in forecaster.json()["error"]
+    assert forecaster.status_code == 400 and "needs a mnist_classifier model" in forecaster.json()["error"]
     garbled = client.post("/v2/models/digits/infer", content=b"{",
                           headers={"Content-Type": "application/json"})
     assert garbled.status_code == 400 and garbled.json()["error"].startswith("body: invalid JSON")
@@ -328,4 +329,5 @@ def test_forecast_refuses_a_classifier(client):
     answer = client.post("/forecast", json={"model": "digits", "series": [
         {"times": [0], "values": [[1, 2]], "at": [1]}]})
     error = refusal(answer)
-    assert error["field"] == "model" and "needs latent_ode" in error["msg"]
+    assert error["field"] == "model" and ("served by POST /classify and POST /v2/models/{name}/infer; this "
+                                          "endpoint needs a latent_ode model") in error["msg"]

@@ -73,7 +73,12 @@ def test_model_list_shows_every_checkpoint_and_its_error(client):
 def test_oip_model_metadata_and_readiness(client):
     meta = client.get("/v2/models/tiny").json()
     assert meta["name"] == "tiny" and meta["platform"] == "pytorch" and len(meta["versions"][0]) == 12
-    assert {"name": "values", "datatype": "FP64", "shape": [-1, 2]} in meta["inputs"]
+    # No tensors: a forecaster answers at POST /forecast, and OIP infer refuses it (it had listed
+    # FP64 times, values and at that infer then refused).
+    assert (meta["inputs"], meta["outputs"]) == ([], [])
+    refused = client.post("/v2/models/tiny/infer", json={"inputs": [
+        {"name": "times", "datatype": "FP64", "shape": [2], "data": [0.0, 1.0]}]})
+    assert refused.status_code == 400 and "served by POST /forecast" in refused.json()["error"]
     assert client.get("/v2/models/tiny/ready").json() == {"name": "tiny", "ready": True}
     not_ready = client.get("/v2/models/tampered/ready")
     assert (not_ready.status_code, not_ready.json()) == (503, {"name": "tampered", "ready": False})

@@ -84,16 +84,12 @@ class ModelMetadata(BaseModel):
 
     @classmethod
     def of(cls, entry: ModelEntry) -> ModelMetadata:
-        model = entry.model
-        if entry.kind == forecaster.KIND:
-            channels = len(model.channels)
-            inputs = [MetadataTensor(name="times", datatype="FP64", shape=[-1]),
-                      MetadataTensor(name="values", datatype="FP64", shape=[-1, channels]),
-                      MetadataTensor(name="at", datatype="FP64", shape=[-1])]
-            outputs = [MetadataTensor(name=name, datatype="FP64", shape=[-1, channels])
-                       for name in ("mean", "std")]
-        else:
+        """A classifier's tensors for OIP infer. A forecaster lists none: its series are irregular
+        (any times, missing values, timestamps) and it answers at POST /forecast, not OIP infer;
+        it is here for its version and readiness."""
+        inputs, outputs = [], []
+        if entry.kind == classifier.KIND:
             inputs = [MetadataTensor(name=INPUT_NAME, datatype="FP32", shape=[-1, 1, 28, 28])]
             outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 10])]
-        return cls(name=entry.name, versions=[model.version], platform="pytorch", inputs=inputs,
+        return cls(name=entry.name, versions=[entry.model.version], platform="pytorch", inputs=inputs,
                    outputs=outputs)
