@@ -110,8 +110,12 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     channels = len(model.channels)
     for j, row in enumerate(series.values):
         if len(row) != channels:
-            raise _invalid((*loc, "values", j), f"{len(row)} values; model {model.name!r} has {channels} "
-                                                f"channel(s): {', '.join(model.channels)}", "channel_count")
+            names = ", ".join(model.channels)
+            message = (f"{len(row)} value{'s' * (len(row) != 1)}; model {model.name!r} has {channels} "
+                       f"channel{'s' * (channels != 1)} ({names}): give one row of {channels} per time")
+            if len(row) == 1:
+                message += " (a flat list of numbers is for one-channel models)"
+            raise _invalid((*loc, "values", j), message, "channel_count")
     values = np.array(series.values, dtype=np.float64).reshape(len(series.values), channels)
     empty = np.flatnonzero(np.isnan(values).all(axis=1))
     if empty.size:

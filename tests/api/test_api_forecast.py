@@ -132,8 +132,10 @@ def with_series(**changes):
 
 @pytest.mark.parametrize(("series", "field", "words"), [
     (with_series(values=[[1.0, 0.5, 3.0], [None, 0.4], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[0]",
-     "2 channel(s): x, y"),
-    (with_series(values=[1.0, 0.4, 0.2, 0.0]), "series[0].values[0]", "1 values"),
+     "3 values; model 'tiny' has 2 channels (x, y): give one row of 2 per time"),
+    (with_series(values=[1.0, 0.4, 0.2, 0.0]), "series[0].values[0]",
+     "1 value; model 'tiny' has 2 channels (x, y): give one row of 2 per time (a flat list of numbers is "
+     "for one-channel models)"),
     (with_series(values=[[1.0, 0.5], [0.2, 0.1]]), "series[0].values", "2 rows of values for 4 times"),
     (with_series(values=[[1.0, 0.5], [None, None], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[1]",
      "every channel is missing"),

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.schemas.classify import EXAMPLE_DIGIT
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 
@@ -33,7 +35,7 @@ class RequestOutput(BaseModel):
 class InferRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "id": "42", "inputs": [{"name": INPUT_NAME, "shape": [1, 784], "datatype": "FP32",
-                                "data": [0.0] * 300 + [1.0] * 40 + [0.0] * 444}]}]})
+                                "data": [value for row in EXAMPLE_DIGIT for value in row]}]}]})
 
     id: str | None = None
     parameters: dict[str, Any] | None = None
