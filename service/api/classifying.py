@@ -23,6 +23,7 @@ from service.api.requests import is_json_media_type, media_type
 from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
 from service.model.digit_image import MIN_CONTRAST, border_level, image_bytes_to_mnist
+from service.model.solver import SolverStepLimitError
 
 FORM_FIELDS = ("file", "model")
 # A value this little above 1 is float rounding in a 0..1 image (1.0000001), read as 1; a 0..255
@@ -182,7 +183,11 @@ def decode_uploads(uploads: list[Upload], loc: Loc) -> np.ndarray:
 def classify(entry: ModelEntry, images: np.ndarray, metrics: Metrics) -> tuple[np.ndarray, int]:
     """Probabilities (N, 10) for float32 images (N, 28, 28) in [0, 1], and the call's NFE."""
     model: Classifier = entry.model
-    with timed("model"):
-        probabilities, nfe = model.predict(torch.from_numpy(np.ascontiguousarray(images))[:, None])
+    try:
+        with timed("model"):
+            probabilities, nfe = model.predict(torch.from_numpy(np.ascontiguousarray(images))[:, None])
+    except SolverStepLimitError as exc:  # a request's images are solved together: name them all
+        raise ApiError(422, ("body",), f"{exc} (model {entry.name!r}, the images solved together)",
+                       "solver_step_limit") from None
     metrics.nfe.labels(entry.name).observe(nfe)
     return probabilities, nfe

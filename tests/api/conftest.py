@@ -67,6 +67,7 @@ def checkpoints(tmp_path_factory) -> Path:
     (root / "foreign" / CONFIG_FILE).write_text(json.dumps({**config, "kind": "gpt"}))
     save_tiny_classifier(root / "digits", {"name": "mlp", "hidden": 16})
     save_tiny_classifier(root / "digits-ode", {"name": "odenet", "tol": 0.1, "max_num_steps": 50}, seed=1)
+    save_tiny_classifier(root / "digits-stiff", {"name": "odenet", "tol": 1e-9, "max_num_steps": 2}, seed=2)
     (root / "garbled").mkdir()
     (root / "garbled" / CONFIG_FILE).write_text("{not json")
     return root
@@ -75,7 +76,8 @@ def checkpoints(tmp_path_factory) -> Path:
 @pytest.fixture
 def models_dir(tmp_path, checkpoints) -> Path:
     """Good forecasters (tiny, hourly), one that hits its step cap (stiff), two classifiers
-    (digits, digits-ode) and three broken checkpoints (tampered, foreign, garbled)."""
+    (digits, digits-ode), one that hits its step cap (digits-stiff) and three broken checkpoints
+    (tampered, foreign, garbled)."""
     directory = tmp_path / "models"
     shutil.copytree(checkpoints, directory)
     return directory

@@ -74,6 +74,14 @@ def test_a_batch_answers_each_image_as_alone(client):
                                alone["predictions"][0]["probabilities"], rtol=1e-5)
 
 
+def test_a_solve_that_hits_the_step_cap_is_a_422_on_both_routes(client):
+    """It was a 500: only /forecast caught the solver's step-limit error."""
+    error = refusal(client.post("/classify", json={"model": "digits-stiff", "image": image_list()}))
+    assert error["type"] == "solver_step_limit" and "gave up (max_num_steps" in error["msg"], error
+    infer = client.post("/v2/models/digits-stiff/infer", json=infer_body(DIGIT.ravel().tolist(), [1, 784]))
+    assert infer.status_code == 400 and "gave up (max_num_steps" in infer.json()["error"], infer.text
+
+
 def test_an_ode_net_reports_its_nfe(client):
     answer = client.post("/classify", json={"model": "digits-ode", "images": [image_list()] * 2}).json()
     assert all(p["nfe"] > 0 for p in answer["predictions"])

@@ -56,7 +56,7 @@ def test_model_list_shows_every_checkpoint_and_its_error(client):
     assert listing["default_model"] == "tiny"
     assert listing["limits"]["max_series"] == 64
     models = {m["name"]: m for m in listing["models"]}
-    assert set(models) == {"tiny", "hourly", "stiff", "digits", "digits-ode", *BROKEN}
+    assert set(models) == {"tiny", "hourly", "stiff", "digits", "digits-ode", "digits-stiff", *BROKEN}
     tiny = models["tiny"]
     assert tiny["ready"] and tiny["error"] is None and tiny["kind"] == "latent_ode"
     assert tiny["channels"] == ["x", "y"] and tiny["time_unit"] is None and tiny["max_horizon"] == 10.0
@@ -126,7 +126,7 @@ def test_metrics_count_requests_nfe_and_models(client):
         labels = f'endpoint="{endpoint}",method="{method}",status="{status}"'
         assert f"odecast_http_{metric}{{{labels}}} 1.0" in text
     assert 'odecast_solver_nfe_count{model="tiny"} 1.0' in text
-    assert 'odecast_models{state="ready"} 5.0' in text and 'odecast_models{state="failed"} 3.0' in text
+    assert 'odecast_models{state="ready"} 6.0' in text and 'odecast_models{state="failed"} 3.0' in text
 
 
 def test_request_id_is_echoed_or_made(client):
