@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the models over HTTP (settings: ODECAST_* variables)")
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1; ODECAST_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000; ODECAST_PORT)")
-    serve.add_argument("--models-dir", type=Path, help="checkpoint directories (default: the bundled "
+    serve.add_argument("--models-dir", help="checkpoint directories (default: the bundled "
                                                        "models/; ODECAST_MODELS_DIR)")
     serve.add_argument("--log-level", help="debug, info, warning or error (ODECAST_LOG_LEVEL)")
     args = parser.parse_args(argv)

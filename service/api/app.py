@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from service import __version__
-from service.api.cpu import configure_torch_threads
+from service.api.cpu import available_cpus, configure_torch_threads
 from service.api.deps import require_api_key
 from service.api.errors import install_error_handlers
 from service.api.logs import stop_background_writer
@@ -27,6 +27,7 @@ from service.api.schemas.classify import ClassifyRequest
 from service.api.schemas.forecast import ForecastRequest
 from service.api.schemas.inference import InferRequest
 from service.api.settings import Settings
+from service.model import classifier, forecaster
 
 log = logging.getLogger("odecast.app")
 
@@ -106,6 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("models loaded", extra={"models_dir": str(settings.models_dir), "torch_threads": threads,
                                          "ready": [e.name for e in registry if e.ready],
                                          "failed": [e.name for e in registry if not e.ready]})
+        for setting, name, kind in (("DEFAULT_MODEL", settings.default_model, forecaster.KIND),
+                                    ("DEFAULT_CLASSIFIER", settings.default_classifier, classifier.KIND)):
+            problem = registry.default_problem(name, kind)
+            if problem:  # the server still serves what it has; readiness follows DEFAULT_MODEL
+                log.warning("ODECAST_%s: %s", setting, problem, extra={"setting": f"ODECAST_{setting}"})
+        if threads > available_cpus():
+            log.warning("%d torch threads on %d CPUs: they will contend and run slower than %d",
+                        threads, available_cpus(), available_cpus(), extra={"torch_threads": threads})
         app.state.registry = registry
         # Start-up objects (torch, the models) live as long as the process: freezing them keeps
         # the collector from re-scanning ~200k objects while a request builds its response lists.

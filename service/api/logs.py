@@ -78,6 +78,7 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.captureWarnings(True)  # Python warnings (numpy's, pydantic's) as JSON lines, not raw text
 
 
 def stop_background_writer() -> None:

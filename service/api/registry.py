@@ -76,6 +76,17 @@ class ModelRegistry:
     def __init__(self, entries: list[ModelEntry]):
         self._entries = {entry.name: entry for entry in entries}
 
+    def default_problem(self, name: str, kind: str) -> str | None:
+        """Why the default model ``name`` cannot serve requests of ``kind``, if it cannot."""
+        entry = self.get(name)
+        if entry is None:
+            return f"no checkpoint is named {name!r} (found: {', '.join(sorted(self.names())) or 'none'})"
+        if not entry.ready:
+            return f"{name!r} failed to load: {entry.error}"
+        if entry.kind != kind:
+            return f"{name!r} is a {entry.kind} model, not a {kind} model"
+        return None
+
     @classmethod
     def load(cls, models_dir: Path) -> ModelRegistry:
         """Load every checkpoint directory under ``models_dir`` (hidden and training-state

@@ -12,6 +12,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+# More torch threads than this is a typo, not a machine: 100000 made libgomp run out of memory.
+MAX_TORCH_THREADS = 1024
 
 
 class Settings(BaseSettings):
@@ -19,17 +21,22 @@ class Settings(BaseSettings):
                                       extra="ignore")
 
     models_dir: Path = Field(BUNDLED_MODELS_DIR, description="Directory of checkpoint directories.")
-    host: str = Field("127.0.0.1", description="Interface `odecast serve` binds to.")
+    host: str = Field("127.0.0.1", min_length=1, description="Interface `odecast serve` binds to (0.0.0.0: "
+                                                            "every interface; an empty host is refused, as "
+                                                            "uvicorn would bind every interface).")
     port: int = Field(8000, ge=0, le=65535, description="Port `odecast serve` listens on.")
-    default_model: str = Field("spirals", description="Forecaster used when a /forecast request names "
-                                                      "none; readiness (/v2/health/ready) follows it.")
-    default_classifier: str = Field("mnist-odenet", description="Classifier used when a /classify "
-                                                                "request names none.")
+    default_model: str = Field(
+        "spirals", min_length=1,
+        description="Forecaster used when a /forecast request names none; readiness "
+                    "(/v2/health/ready) follows it.")
+    default_classifier: str = Field(
+        "mnist-odenet", min_length=1, description="Classifier used when a /classify request names none.")
     api_key: SecretStr | None = Field(
         None, description="When set, requests other than health probes, metrics and docs must "
                           "send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`.")
     torch_threads: int | None = Field(
-        None, ge=1, description="Torch intra-op threads; unset: the CPU quota (cgroup or affinity).")
+        None, ge=1, le=MAX_TORCH_THREADS,
+        description="Torch intra-op threads; unset: the CPU quota (cgroup or affinity).")
     log_level: str = Field("info", description="Level of the JSON log lines on stderr.")
 
     max_body_bytes: int = Field(10 * 2**20, ge=1, description="Largest request body, in bytes.")
@@ -44,6 +51,22 @@ class Settings(BaseSettings):
     max_images: int = Field(64, ge=1, description="Images per /classify or OIP infer request.")
     body_timeout_s: float = Field(
         30.0, gt=0, description="Seconds a request body may take to arrive in full; a slower one gets 408.")
+
+    @field_validator("models_dir", mode="before")
+    @classmethod
+    def _models_dir_named(cls, path: object) -> object:
+        if isinstance(path, str) and not path.strip():  # Path("") is ".": it would serve the working dir
+            raise ValueError("models directory is empty; name a directory")
+        return path
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_can_be_sent(cls, key: SecretStr | None) -> SecretStr | None:
+        secret = key.get_secret_value() if key is not None else None
+        if secret is not None and (not secret.strip() or secret != secret.strip()):
+            raise ValueError("the API key is blank or starts or ends with whitespace, which HTTP strips "
+                             "from header values: no client could send it")
+        return key
 
     @field_validator("models_dir")
     @classmethod

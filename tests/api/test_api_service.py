@@ -7,7 +7,9 @@ import json
 import logging
 import shutil
 import time
+import warnings
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -155,6 +157,34 @@ def test_json_formatter_carries_the_context_request_id():
     finally:
         request_id_var.reset(token)
     assert line["request_id"] == "rid-1" and line["message"] == "hi there" and line["model"] == "tiny"
+
+
+def test_python_warnings_are_json_log_lines(capsys):
+    """numpy's RuntimeWarnings (a client's times of 1e300) reached stderr as raw text between JSON lines."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            np.array([1e300]).astype(np.float32)
+        stop_background_writer()
+    finally:
+        stop_background_writer()
+        logging.captureWarnings(False)
+        root.handlers[:], root.level = handlers, level
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert any(line["logger"] == "py.warnings" and "overflow" in line["message"] for line in lines)
+
+
+def test_readiness_needs_the_default_model_to_be_a_forecaster(make_client, caplog):
+    """A classifier as ODECAST_DEFAULT_MODEL was 'ready' while /forecast without a model was a 422."""
+    with caplog.at_level(logging.WARNING, logger="odecast.app"):
+        client = make_client(default_model="digits", default_classifier="nope")
+    assert client.get("/v2/health/ready").status_code == 503
+    warned = " | ".join(record.getMessage() for record in caplog.records)
+    assert "ODECAST_DEFAULT_MODEL: 'digits' is a mnist_classifier model, not a latent_ode model" in warned
+    assert "ODECAST_DEFAULT_CLASSIFIER: no checkpoint is named 'nope'" in warned
 
 
 def test_background_log_writer_keeps_request_ids_tracebacks_and_every_line(capsys):

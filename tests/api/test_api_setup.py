@@ -52,6 +52,19 @@ def test_settings_refuse_a_missing_models_dir_and_bad_values(tmp_path):
     assert BUNDLED_MODELS_DIR.name == "models" and (BUNDLED_MODELS_DIR.parent / "service").is_dir()
 
 
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("host", "", "at least 1 character"),               # uvicorn binds every interface to ''
+    ("models_dir", "", "models directory is empty"),    # Path('') is '.': the working directory
+    ("api_key", " ", "no client could send it"),        # header values are stripped: 401 for all
+    ("api_key", "key ", "no client could send it"),
+    ("torch_threads", 100_000, "less than or equal to 1024"),  # libgomp ran out of memory
+    ("default_model", "", "at least 1 character"),
+])
+def test_settings_refuse_values_that_would_start_a_server_wrongly(tmp_path, field, value, words):
+    with pytest.raises(ValidationError, match=words):
+        Settings(**{"models_dir": tmp_path, field: value})
+
+
 @pytest.mark.parametrize(("text", "cpus"), [("200000 100000", 2), ("150000 100000", 1), ("50000 100000", 1),
                                             ("max 100000", None), ("garbage", None)])
 def test_cgroup_v2_quota_rounds_down(tmp_path, text, cpus):
@@ -83,6 +96,9 @@ def test_cpu_count_and_torch_threads(tmp_path):
 def test_cli_reports_bad_settings(tmp_path, capsys):
     assert main(["serve", "--models-dir", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["serve", "--models-dir", ""]) == 2 and "models directory is empty" in capsys.readouterr().err
+    assert main(["serve", "--host", "", "--models-dir", str(tmp_path)]) == 2
+    assert "host: String should have at least 1 character" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop does not run on Windows")

@@ -17,6 +17,7 @@ from service.api.errors import ApiError
 from service.api.registry import ModelEntry, ModelRegistry
 from service.api.schemas.common import error_responses
 from service.api.schemas.models import ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
+from service.model import forecaster
 
 router = APIRouter(prefix="/v2", tags=["health (Open Inference Protocol v2)"])
 # The model's metadata is not a probe: it sits behind the API key when the server has one.
@@ -52,10 +53,11 @@ async def live() -> ServerLive:
 
 @get_and_head(router, "/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
 async def ready(request: Request, settings: SettingsDep, response: Response) -> ServerReady:
-    """200 when the default model is loaded, else 503."""
+    """200 when the default model is loaded and is a forecaster (what /forecast without a
+    ``model`` serves), else 503."""
     registry: ModelRegistry | None = request.app.state.registry
     entry = registry.get(settings.default_model) if registry else None
-    is_ready = entry is not None and entry.ready
+    is_ready = entry is not None and entry.ready and entry.kind == forecaster.KIND
     response.status_code = 200 if is_ready else 503
     return ServerReady(ready=is_ready)
 
