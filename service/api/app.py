@@ -20,7 +20,7 @@ from service.api.deps import require_api_key
 from service.api.errors import install_error_handlers
 from service.api.logs import stop_background_writer
 from service.api.metrics import Metrics
-from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.api.middleware import BodyLimitMiddleware, ConcurrencyLimitMiddleware, RequestContextMiddleware
 from service.api.registry import ModelRegistry
 from service.api.routes import classify, forecast, health, inference, metrics, models
 from service.api.schemas.classify import ClassifyRequest
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        timeout_s=settings.body_timeout_s)
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests)
     # Paths a metric may name as they are: FastAPI's pages (not in the scope's route) and every
     # route without parameters (so a 408 or 413 on /forecast, refused before routing, is counted
     # under /forecast rather than as unmatched).

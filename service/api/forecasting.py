@@ -175,8 +175,8 @@ def _check_horizon(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str
         raise _invalid((*loc, j), message, "beyond_horizon")
 
 
-def check_request(request: ForecastRequest, settings: Settings) -> None:
-    """Limits and rules on the request as a whole."""
+def check_request(request: ForecastRequest, settings: Settings, channels: int) -> None:
+    """Limits and rules on the request as a whole, for a model of ``channels`` channels."""
     if len(request.series) > settings.max_series:
         raise _over_limit(("body", "series"), "series", len(request.series), "max_series",
                           settings.max_series)
@@ -195,13 +195,20 @@ def check_request(request: ForecastRequest, settings: Settings) -> None:
                        f"{points // request.num_samples} requested times make {points} sample points; the "
                        f"limit is {settings.max_sample_points} (setting ODECAST_MAX_SAMPLE_POINTS): ask for "
                        "fewer samples or times, or split the request", "over_limit")
+    answer = sum(len(series.at) for series in request.series) * channels * (2 + len(request.quantiles))
+    if answer > settings.max_answer_values:
+        raise _invalid(("body", "quantiles") if request.quantiles else ("body", "series"),
+                       f"the answer would hold {answer} numbers (requested times x {channels} channels x "
+                       f"mean, std and {len(request.quantiles)} quantiles); the limit is "
+                       f"{settings.max_answer_values} (setting ODECAST_MAX_ANSWER_VALUES): ask for fewer "
+                       "times or quantiles, or split the request", "over_limit")
 
 
 def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,
              metrics: Metrics) -> dict[str, Any]:
     """Check, predict and shape the answer: dicts, lists and numpy arrays, for FastJSONResponse."""
     model: Forecaster = entry.model
-    check_request(request, settings)
+    check_request(request, settings, len(model.channels))
     queries = [build_query(series, model, settings, ("body", "series", i))
                for i, series in enumerate(request.series)]
     try:

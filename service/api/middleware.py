@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, Server-Timing, access log and metrics; and the body size limit.
+"""ASGI middleware: request ids, Server-Timing, access log and metrics; the limit on requests in
+flight; and the body size limit.
 
 Both are plain ASGI callables rather than ``BaseHTTPMiddleware``, which would copy every body
 through an extra task. :class:`RequestContextMiddleware` is the outermost layer, so its access
@@ -103,6 +104,38 @@ class RequestContextMiddleware:
                                    "duration_ms": round(seconds * 1000, 3)})
             request_timings.reset(timings_token)
             request_id_var.reset(token)
+
+
+class ConcurrencyLimitMiddleware:
+    """At most ``max_requests`` POSTs (the model calls) in the server at once; one more gets 503
+    with ``Retry-After`` before its body is read.
+
+    Why: a model answers one call at a time, so requests beyond a few only wait, each holding
+    its body and then its answer, until its client has read it all; a probe's 32 concurrent
+    maximal forecasts held 3.5 GB, and 40 clients that never read their answers 5.5 GB. A
+    client told 503 can retry; one left waiting pins memory. GETs (health, metadata) are cheap
+    and never limited, so probes keep answering under load.
+    """
+
+    def __init__(self, app: ASGIApp, max_requests: int):
+        self.app = app
+        self.max_requests = max_requests
+        self.in_flight = 0   # one event loop: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_requests:
+            item = error_item((), f"the server is busy: {self.in_flight} requests are in progress, the limit "
+                                  f"(setting ODECAST_MAX_CONCURRENT_REQUESTS); retry shortly", "server_busy")
+            await error_response(scope["path"], 503, [item], {"Retry-After": "1"})(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class BodyLimitMiddleware:

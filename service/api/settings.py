@@ -48,7 +48,15 @@ class Settings(BaseSettings):
     max_sample_points: int = Field(
         2_000_000, ge=1, description="Requested times x samples, summed over a request's series: "
                                      "bounds the memory and time of one /forecast call.")
+    max_answer_values: int = Field(
+        1_000_000, ge=1, description="Numbers in one /forecast answer: requested times x channels x (mean, "
+                                     "std and each quantile), summed over its series (about 20 bytes of JSON "
+                                     "each).")
     max_images: int = Field(64, ge=1, description="Images per /classify or OIP infer request.")
+    max_concurrent_requests: int = Field(
+        16, ge=1, description="POST requests (model calls) in progress at once, their answers' sending "
+                              "included; one more gets 503 with Retry-After. The models answer one call "
+                              "at a time: more only wait, holding memory.")
     body_timeout_s: float = Field(
         30.0, gt=0, description="Seconds a request body may take to arrive in full; a slower one gets 408.")
 

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.api.logs import JsonFormatter, configure_logging, request_id_var, stop_background_writer
+from service.api.middleware import ConcurrencyLimitMiddleware
 from service.api.settings import Settings
 
 BROKEN = {"tampered": "does not match", "foreign": "kind 'gpt'", "garbled": "not valid JSON"}
@@ -384,3 +385,41 @@ def test_docs_pages_have_their_own_metric_labels(client):
         assert f'odecast_http_requests_total{{endpoint="{path}",method="GET",status="200"}} 1.0' in text
     assert 'odecast_http_requests_total{endpoint="unmatched",method="GET",status="404"} 1.0' in text
     assert 'endpoint="unmatched",method="GET",status="200"' not in text
+
+
+def test_posts_beyond_the_concurrency_limit_get_503_before_their_body_is_read():
+    """The models answer one call at a time; waiting requests held their bodies and answers
+    (32 concurrent maximal forecasts: 3.5 GB). GETs, the health probes, are never limited."""
+    release = asyncio.Event()
+    answers: dict[str, list] = {"first": [], "second": [], "probe": []}
+
+    async def slow_app(scope, receive, send):
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def unread(scope=None):
+        raise AssertionError("a refused request's body is not read")
+
+    def call(limited, method, name):
+        async def send(message):
+            answers[name].append(message)
+        scope = {"type": "http", "method": method, "path": "/forecast", "headers": []}
+        return asyncio.ensure_future(limited(scope, unread, send))
+
+    async def scenario():
+        limited = ConcurrencyLimitMiddleware(slow_app, max_requests=1)
+        first = call(limited, "POST", "first")
+        await asyncio.sleep(0)
+        await call(limited, "POST", "second")                  # answered at once, while the first waits
+        probe = call(limited, "GET", "probe")
+        release.set()
+        await asyncio.gather(first, probe)
+        return limited.in_flight
+
+    assert asyncio.run(scenario()) == 0
+    refused = answers["second"][0]
+    assert refused["status"] == 503 and (b"retry-after", b"1") in refused["headers"]
+    error = json.loads(answers["second"][1]["body"])["detail"][0]
+    assert error["type"] == "server_busy" and "ODECAST_MAX_CONCURRENT_REQUESTS" in error["msg"]
+    assert answers["first"][0]["status"] == 200 and answers["probe"][0]["status"] == 200
