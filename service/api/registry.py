@@ -1,9 +1,10 @@
 """Every checkpoint under the models directory, loaded once, with the reason for any failure.
 
-Each subdirectory holding a ``config.json`` is a checkpoint, named after the directory and
-loaded by the class its ``kind`` names. A checkpoint that cannot be loaded (hash mismatch,
-malformed config, a kind this server does not know, or a bug in loading it) is kept as an
-entry with its error, so ``GET /models`` shows why it is missing, and the others are served.
+Each subdirectory holding a ``config.json`` or a ``model.safetensors`` is a checkpoint, named
+after the directory and loaded by the class its ``kind`` names (one with weights but no usable
+config is listed as failed rather than skipped without a word). A checkpoint that cannot be
+loaded (hash mismatch, malformed config, a kind this server does not know, or a bug in loading
+it) is kept as an entry with its error, so ``GET /models`` shows why it is missing, and the others are served.
 The trainers' resume state (``<checkpoint>.train_state``, beside each checkpoint) is not a
 model and is skipped, so a trainer's output directory can be served as it is.
 """
@@ -11,6 +12,7 @@ model and is skipped, so a trainer's output directory can be served as it is.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from service.model import classifier, forecaster
-from service.model.checkpoint import CONFIG_FILE, TRAIN_STATE_SUFFIX, CheckpointError, read_config
+from service.model.checkpoint import (
+    CONFIG_FILE,
+    TRAIN_STATE_SUFFIX,
+    WEIGHTS_FILE,
+    CheckpointError,
+    read_config,
+)
 
 log = logging.getLogger("odecast.registry")
 
@@ -59,10 +67,10 @@ def load_entry(directory: Path) -> ModelEntry:
                                   f"({', '.join(sorted(LOADERS))})")
         entry.model = loader(directory, directory.name)
     except CheckpointError as exc:
-        entry.error = str(exc)
+        entry.error = _without_server_paths(str(exc), directory)
         log.error("model %s not loaded: %s", directory.name, exc, extra={"model": directory.name})
     except Exception as exc:  # one broken checkpoint must not keep the others from being served
-        entry.error = f"{type(exc).__name__}: {exc}"
+        entry.error = _without_server_paths(f"{type(exc).__name__}: {exc}", directory)
         log.exception("model %s not loaded", directory.name, extra={"model": directory.name})
     entry.load_seconds = time.perf_counter() - started
     if entry.ready:
@@ -70,6 +78,12 @@ def load_entry(directory: Path) -> ModelEntry:
                                                        "version": entry.model.version,
                                                        "load_seconds": round(entry.load_seconds, 3)})
     return entry
+
+
+def _without_server_paths(error: str, directory: Path) -> str:
+    """A load error as clients see it (GET /models, a 503): paths relative to the models
+    directory, which is the server's business; the log keeps them whole."""
+    return error.replace(str(directory), directory.name)
 
 
 class ModelRegistry:
@@ -94,7 +108,7 @@ class ModelRegistry:
         directories = sorted(path for path in Path(models_dir).iterdir()
                              if path.is_dir() and not path.name.startswith(".")
                              and not path.name.endswith(TRAIN_STATE_SUFFIX)
-                             and (path / CONFIG_FILE).is_file())
+                             and any(os.path.lexists(path / name) for name in (CONFIG_FILE, WEIGHTS_FILE)))
         return cls([load_entry(directory) for directory in directories])
 
     def __iter__(self) -> Iterator[ModelEntry]:

@@ -20,11 +20,17 @@ def test_registry_serves_the_good_and_lists_the_broken(models_dir):
     (models_dir / "notes").mkdir()                                  # no config.json: not a checkpoint
     shutil.copytree(models_dir / "tiny", models_dir / "tiny.train_state")  # a trainer's resume state
     (models_dir / "README").write_text("not a directory")
+    (models_dir / "headless").mkdir()                               # weights without their config
+    shutil.copy(models_dir / "tiny" / "model.safetensors", models_dir / "headless")
     registry = ModelRegistry.load(models_dir)
     ready = {"digits", "digits-ode", "digits-stiff", "hourly", "stiff", "tiny"}
-    assert sorted(registry.names()) == sorted([*ready, "foreign", "garbled", "tampered"])
+    assert sorted(registry.names()) == sorted([*ready, "foreign", "garbled", "headless", "tampered"])
     assert {e.name for e in registry if e.ready} == ready
-    assert registry.count(ready=True) == 6 and registry.count(ready=False) == 3
+    assert registry.count(ready=True) == 6 and registry.count(ready=False) == 4
+    assert registry.get("headless").error == "headless/config.json: missing"
+    # Clients see paths relative to the models directory; the server's own layout stays private.
+    assert registry.get("tampered").error.startswith("tampered/model.safetensors: SHA-256")
+    assert str(models_dir) not in " ".join(entry.error for entry in registry if entry.error)
     tiny = registry.get("tiny")
     assert tiny.kind == "latent_ode" and tiny.model.name == "tiny" and tiny.error is None
     foreign = registry.get("foreign")
