@@ -84,6 +84,13 @@ def test_refuses_weights_of_another_architecture(tmp_path):
     (None, "no 'architecture' object"),
     ({"name": "vgg"}, "bad 'architecture'"),
     ({"name": "mlp", "hidden": 300, "tol": 1e-3}, "bad 'architecture'"),
+    ({"name": "odenet", "tol": float("nan")}, "tol must be a finite number above 0, got nan"),
+    ({"name": "odenet", "max_num_steps": 10**12}, "max_num_steps must be from 1 to 2147483647"),
+    ({"name": "odenet", "segments": 10**6}, "segments must be from 1 to 1000, got 1000000"),
+    ({"name": "rknet", "steps": 10**6}, "steps must be from 1 to 1000"),
+    ({"name": "resnet", "blocks": 10**6}, "blocks must be from 1 to 1000"),
+    ({"name": "mlp", "hidden": 10**9}, "hidden must be from 1 to 100000"),
+    ({"name": "mlp", "hidden": 300.5}, "hidden must be a whole number"),
 ])
 def test_refuses_bad_architecture(tmp_path, architecture, message):
     write(tmp_path / "ckpt", {"name": "mlp"})

@@ -56,3 +56,21 @@ def test_config_round_trip_and_validation():
         SolverConfig(method="magic")
     with pytest.raises(ValueError, match="unknown solver settings"):
         SolverConfig.from_dict({"method": "rk4", "tol": 1})
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"rtol": float("nan")}, "rtol must be a finite number above 0, got nan"),
+    ({"atol": float("inf")}, "atol must be a finite number above 0"),
+    ({"atol": 0.0}, "atol must be a finite number above 0"),
+    ({"rtol": "1e-3"}, "rtol must be a finite number above 0"),
+    ({"method": "rk4", "step_size": float("nan")}, "step_size must be a finite number above 0"),
+    ({"max_num_steps": 2**31}, r"max_num_steps must be from 1 to 2147483647, got 2147483648"),
+    ({"max_num_steps": 1.5}, "max_num_steps must be a whole number, got 1.5"),
+    ({"max_num_steps": True}, "max_num_steps must be a whole number"),
+])
+def test_settings_a_solve_would_fail_on_are_refused(setting, message):
+    """NaN tolerances made every solve give up ("underflow in dt"), and torchdiffeq converts
+    max_num_steps to int32: such settings in a checkpoint used to fail only at request time."""
+    with pytest.raises(ValueError, match=message):
+        SolverConfig(**setting)
+    assert SolverConfig(max_num_steps=2**31 - 1).max_num_steps == 2**31 - 1

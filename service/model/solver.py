@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from service.model.bounds import MAX_INT32, positive_number, whole_number
 from service.model.dopri5 import StepLimitExceeded, dopri5_at
 from service.model.fixed_grid import STEPS, fixed_grid_solve
 
@@ -55,12 +56,11 @@ class SolverConfig:
         if self.method not in ADAPTIVE_METHODS | FIXED_METHODS:
             known = ", ".join(sorted(ADAPTIVE_METHODS | FIXED_METHODS))
             raise ValueError(f"unknown ODE method {self.method!r}; known: {known}")
-        if self.rtol <= 0 or self.atol <= 0:
-            raise ValueError("rtol and atol must be positive")
-        if self.max_num_steps < 1:
-            raise ValueError("max_num_steps must be at least 1")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ValueError("step_size must be positive")
+        positive_number("rtol", self.rtol)
+        positive_number("atol", self.atol)
+        whole_number("max_num_steps", self.max_num_steps, 1, MAX_INT32)
+        if self.step_size is not None:
+            positive_number("step_size", self.step_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
