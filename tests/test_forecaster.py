@@ -62,6 +62,39 @@ def test_tampered_or_malformed_checkpoint_refused(trained, tmp_path):
             Forecaster.load(copy)
 
 
+def copy_with_config(directory: Path, copy: Path, change) -> Path:
+    """A copy of the checkpoint ``directory`` whose config ``change(config)`` alters (the weights,
+    and so their hash, stay as they are)."""
+    copy.mkdir()
+    (copy / WEIGHTS_FILE).write_bytes((directory / WEIGHTS_FILE).read_bytes())
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    change(config)
+    (copy / CONFIG_FILE).write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    (None, "time_unit", "weeks",
+     r"time_unit must be null or one of \['days', 'hours', 'minutes', 'seconds'\], got 'weeks'"),
+    (None, "time_unit", 5, "time_unit must be null or one of .*, got 5"),
+    (None, "max_horizon", float("inf"), "max_horizon must be a finite number above 0, got inf"),
+    (None, "max_horizon", float("nan"), "max_horizon must be a finite number above 0, got nan"),
+    ("normalization", "std", [float("nan"), 1.0], r"normalization.std\[0\] must be a finite number above 0"),
+    ("normalization", "std", [1.0, float("inf")], r"normalization.std\[1\] must be a finite number above 0"),
+    ("normalization", "mean", [0.0, float("nan")], r"normalization.mean\[1\] must be finite, got nan"),
+    ("normalization", "time_scale", float("nan"), "normalization.time_scale must be a finite number above 0"),
+])
+def test_config_values_that_would_fail_every_request_are_refused_at_load(trained, tmp_path, section, key,
+                                                                          value, message):
+    """Each of these loaded as ready, and then every request with timestamps (time_unit), or every
+    request (a NaN std: 500; a NaN time scale: "times must be strictly increasing") failed."""
+    directory, _ = trained
+    copy = copy_with_config(directory, tmp_path / "copy",
+                            lambda config: (config[section] if section else config).update({key: value}))
+    with pytest.raises(CheckpointError, match=f"{copy}: .*{message}"):
+        Forecaster.load(copy)
+
+
 def test_alone_equals_batched(trained):
     _, forecaster = trained
     series = sine_series(5, 12, seed=7)
