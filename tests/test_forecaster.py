@@ -10,6 +10,7 @@ from latent_fixtures import sine_series, tiny_config
 
 from service.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from service.model.forecaster import Forecaster, ForecastQuery
+from service.model.solver import SolverStepLimitError
 from training.latent_ode import PLOT_FILE, train
 
 torch.set_num_threads(1)
@@ -93,6 +94,20 @@ def test_config_values_that_would_fail_every_request_are_refused_at_load(trained
                             lambda config: (config[section] if section else config).update({key: value}))
     with pytest.raises(CheckpointError, match=f"{copy}: .*{message}"):
         Forecaster.load(copy)
+
+
+def test_fixed_step_solver_over_its_step_cap_answers_at_once(trained, tmp_path):
+    """A checkpoint with rk4 at a tiny step size used to hold the model's lock for ever on one
+    request; now the request is refused as soon as its grid is counted, naming the series."""
+    directory, _ = trained
+    copy = copy_with_config(directory, tmp_path / "copy", lambda config: config["model"]["solver"].update(
+        method="rk4", step_size=1e-3, max_num_steps=2000))
+    forecaster = Forecaster.load(copy)
+    s = sine_series(2, 10, seed=5)
+    near, far = [s[0].times[0] + 0.01], [s[1].times[-1] + 0.9 * forecaster.max_horizon]
+    with pytest.raises(SolverStepLimitError, match="more than max_num_steps=2000") as raised:
+        forecaster.predict([query(s[0], near), query(s[1], far)])
+    assert raised.value.query == 1
 
 
 def test_alone_equals_batched(trained):
