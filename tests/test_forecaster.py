@@ -84,11 +84,19 @@ def copy_with_config(directory: Path, copy: Path, change) -> Path:
     ("normalization", "std", [1.0, float("inf")], r"normalization.std\[1\] must be a finite number above 0"),
     ("normalization", "mean", [0.0, float("nan")], r"normalization.mean\[1\] must be finite, got nan"),
     ("normalization", "time_scale", float("nan"), "normalization.time_scale must be a finite number above 0"),
+    ("model", "latent_dim", 10**30, f"latent_dim must be from 1 to 100000, got {10**30}"),
+    ("model", "dynamics_layers", 10**6, "dynamics_layers must be from 1 to 1000, got 1000000"),
+    ("model", "latent_dim", 2.5, "latent_dim must be a whole number, got 2.5"),
+    ("model", "dynamics_hidden", 100_000,
+     r"tensor 'dynamics.func.net.0.bias' has shape \(8,\), the architecture needs \(100000,\)"),
+    ("model", "solver", {"method": "dopri5", "rtol": float("nan")}, "solver: rtol must be a finite number"),
 ])
 def test_config_values_that_would_fail_every_request_are_refused_at_load(trained, tmp_path, section, key,
                                                                           value, message):
     """Each of these loaded as ready, and then every request with timestamps (time_unit), or every
-    request (a NaN std: 500; a NaN time scale: "times must be strictly increasing") failed."""
+    request (a NaN std: 500; a NaN time scale: "times must be strictly increasing") failed; or
+    it took minutes and gigabytes to load (10**6 layers; a network far larger than its weights,
+    built before their shapes were compared), or failed with a raw overflow or allocator message."""
     directory, _ = trained
     copy = copy_with_config(directory, tmp_path / "copy",
                             lambda config: (config[section] if section else config).update({key: value}))

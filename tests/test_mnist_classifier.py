@@ -80,6 +80,15 @@ def test_refuses_weights_of_another_architecture(tmp_path):
         Classifier.load(tmp_path / "ckpt")
 
 
+def test_refuses_weights_of_another_type(tmp_path):
+    """float16 weights of the right shapes used to load as ready, silently cast."""
+    half = {key: tensor.half() for key, tensor in build_classifier({"name": "mlp"}).state_dict().items()}
+    write(tmp_path / "ckpt", {"name": "mlp"}, state=half)
+    with pytest.raises(CheckpointError, match="ckpt: tensor 'layers.1.bias' holds float16, the model needs "
+                                              "float32"):
+        Classifier.load(tmp_path / "ckpt")
+
+
 @pytest.mark.parametrize(("architecture", "message"), [
     (None, "no 'architecture' object"),
     ({"name": "vgg"}, "bad 'architecture'"),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from service.model.checkpoint import CheckpointError, build_and_load, load_checkpoint
 from service.model.mnist_nets import build_classifier
 
 KIND = "mnist_classifier"
@@ -41,10 +41,11 @@ class Classifier:
         if not isinstance(architecture, dict):
             raise CheckpointError(f"{directory}: config has no 'architecture' object")
         try:
-            model = build_classifier(architecture)
+            model = build_and_load(lambda: build_classifier(architecture), state, str(directory))
+        except CheckpointError:
+            raise
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{directory}: bad 'architecture' in config ({exc})") from exc
-        load_state_strict(model, state, str(directory))
         return cls(name or directory.name, config, model)
 
     @torch.no_grad()

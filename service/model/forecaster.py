@@ -43,7 +43,7 @@ import torch
 
 from service.model.batching import collate, union_grid
 from service.model.bounds import positive_number
-from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from service.model.checkpoint import CheckpointError, build_and_load, load_checkpoint
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.mixture_quantile import mixture_quantiles
 from service.model.series import Normalization, Series
@@ -164,8 +164,8 @@ class Forecaster:
         directory = Path(directory)
         config, state = load_checkpoint(directory, kind=KIND)
         try:
-            model = LatentODE(LatentODEConfig.from_dict(config["model"]))
-            load_state_strict(model, state, str(directory))
+            model_config = LatentODEConfig.from_dict(config["model"])
+            model = build_and_load(lambda: LatentODE(model_config), state, str(directory))
             return cls(model, config, name or directory.name, config["weights_sha256"][:12])
         except CheckpointError:
             raise
