@@ -51,12 +51,14 @@ def test_tampered_weights_refused(tmp_path):
     lambda cfg: json.dumps({**cfg, "format": "pickle"}),
     lambda cfg: json.dumps({**cfg, "format_version": 99}),
     lambda cfg: json.dumps({k: v for k, v in cfg.items() if k != "weights_sha256"}),
+    lambda cfg: "[" * 100_000 + "]" * 100_000,           # was a RecursionError, with no path
+    lambda cfg: json.dumps(cfg)[:-1] + ', "big": ' + "1" * 5000 + "}",  # bare ValueError: over 4300 digits
 ])
 def test_malformed_config_refused(tmp_path, mutate):
     save_checkpoint(tmp_path / "c", "toy", nn.Linear(3, 2).state_dict(), {})
     path = tmp_path / "c" / CONFIG_FILE
     path.write_text(mutate(json.loads(path.read_text())))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'c'}"):
         load_checkpoint(tmp_path / "c")
 
 

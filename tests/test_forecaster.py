@@ -80,6 +80,8 @@ def copy_with_config(directory: Path, copy: Path, change) -> Path:
     (None, "time_unit", 5, "time_unit must be null or one of .*, got 5"),
     (None, "max_horizon", float("inf"), "max_horizon must be a finite number above 0, got inf"),
     (None, "max_horizon", float("nan"), "max_horizon must be a finite number above 0, got nan"),
+    (None, "max_horizon", 10**400, "max_horizon must be a finite number above 0"),
+    (None, "metrics", [1, 2], r"metrics must be a JSON object, got \[1, 2\]"),
     ("normalization", "std", [float("nan"), 1.0], r"normalization.std\[0\] must be a finite number above 0"),
     ("normalization", "std", [1.0, float("inf")], r"normalization.std\[1\] must be a finite number above 0"),
     ("normalization", "mean", [0.0, float("nan")], r"normalization.mean\[1\] must be finite, got nan"),

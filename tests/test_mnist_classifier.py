@@ -111,6 +111,14 @@ def test_refuses_bad_architecture(tmp_path, architecture, message):
         Classifier.load(tmp_path / "ckpt")
 
 
+@pytest.mark.parametrize("metrics", [[1, 2], "ab"])
+def test_refuses_metrics_that_are_not_an_object(tmp_path, metrics):
+    """This was a bare TypeError or ValueError ("dictionary update sequence ...") without a path."""
+    write(tmp_path / "ckpt", {"name": "mlp"}, metrics=metrics)
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'ckpt'}: .*metrics must be a JSON object, got "):
+        Classifier.load(tmp_path / "ckpt")
+
+
 def test_refuses_missing_directory(tmp_path):
     with pytest.raises(CheckpointError, match="not a checkpoint directory"):
         Classifier.load(tmp_path / "absent")

@@ -36,6 +36,12 @@ def whole_number(name: str, value: object, low: int, high: int) -> int:
 
 def positive_number(name: str, value: object) -> float:
     """``value`` as a float if it is a finite number above 0 (NaN passes a plain ``<= 0`` test)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value > 0):
+    number = math.nan
+    if isinstance(value, Real) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer such as 10**400
+            number = math.inf
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a finite number above 0, got {value!r}")
-    return float(value)
+    return number

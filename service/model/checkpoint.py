@@ -99,8 +99,10 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: missing")
     try:
         config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # also an integer of more than 4300 digits, not only a syntax error
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{path}: nested too deeply to read ({exc})") from exc
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     if config.get("format") != FORMAT:
@@ -132,6 +134,14 @@ def load_checkpoint(directory: str | Path, kind: str | None = None
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from exc
     return config, state_dict
+
+
+def json_object(value: object, what: str) -> dict[str, Any]:
+    """``value``, a config's JSON object, as a dict, or a ValueError naming ``what`` it should be
+    (``dict([1, 2])`` fails with a message that names neither)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {value!r:.80}")
+    return dict(value)
 
 
 def build_and_load(build: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor],

@@ -43,7 +43,7 @@ import torch
 
 from service.model.batching import collate, union_grid
 from service.model.bounds import positive_number
-from service.model.checkpoint import CheckpointError, build_and_load, load_checkpoint
+from service.model.checkpoint import CheckpointError, build_and_load, json_object, load_checkpoint
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.mixture_quantile import mixture_quantiles
 from service.model.series import Normalization, Series
@@ -111,8 +111,8 @@ class Forecaster:
         if not (self.time_unit is None or isinstance(self.time_unit, str) and self.time_unit in UNITS):
             raise ValueError(f"{name}: time_unit must be null or one of {sorted(UNITS)}, "
                              f"got {self.time_unit!r}")
-        self.max_horizon = positive_number(f"{name}: max_horizon", float(config["max_horizon"]))
-        self.metrics = dict(config["metrics"])
+        self.max_horizon = positive_number(f"{name}: max_horizon", config["max_horizon"])
+        self.metrics = json_object(config["metrics"], f"{name}: metrics")
         self._lock = threading.Lock()  # NFE counters live on the model: one prediction at a time
         sizes = (len(self.channels), model.config.num_channels, len(self.normalization.mean))
         if len(set(sizes)) != 1:
@@ -169,7 +169,7 @@ class Forecaster:
             return cls(model, config, name or directory.name, config["weights_sha256"][:12])
         except CheckpointError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise CheckpointError(f"{directory}: config.json does not describe a usable latent-ODE "
                                   f"model ({type(exc).__name__}: {exc})") from exc
 

@@ -101,7 +101,7 @@ class Normalization:
         try:
             norm = cls(float(data["time_scale"]), tuple(map(float, data["mean"])),
                        tuple(map(float, data["std"])))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"malformed normalization {data!r}: {exc}") from exc
         if len(norm.mean) != len(norm.std):
             raise ValueError(f"normalization has {len(norm.mean)} means but {len(norm.std)} "
