@@ -18,7 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.model.bounds import MAX_DEPTH, MAX_INT32, MAX_WIDTH, positive_number, whole_number
+from service.model.bounds import (
+    MAX_DEPTH,
+    MAX_INT32,
+    MAX_SOLVES_PER_PASS,
+    MAX_WIDTH,
+    positive_number,
+    whole_number,
+)
 from service.model.odenet import GRADIENT_MODES, ODEBlock, RKBlock, group_norm
 from service.model.solver import SolverConfig
 
@@ -32,9 +39,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": 300},
 }
 # The most each whole-number setting may be (why: :mod:`service.model.bounds`). Segments and RK
-# steps are solves per forward pass, residual blocks are modules; none is ever near 1000.
-WHOLE_NUMBER_LIMITS = {"segments": MAX_DEPTH, "steps": MAX_DEPTH, "blocks": MAX_DEPTH, "hidden": MAX_WIDTH,
-                       "max_num_steps": MAX_INT32}
+# steps are solves per forward pass, residual blocks are modules; trained models use at most 6.
+WHOLE_NUMBER_LIMITS = {"segments": MAX_SOLVES_PER_PASS, "steps": MAX_SOLVES_PER_PASS, "blocks": MAX_DEPTH,
+                       "hidden": MAX_WIDTH, "max_num_steps": MAX_INT32}
 
 
 def complete_architecture(arch: dict[str, Any]) -> dict[str, Any]:
