@@ -10,6 +10,7 @@ from service.model.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     CheckpointError,
+    build_and_load,
     load_checkpoint,
     load_state_strict,
     save_checkpoint,
@@ -50,12 +51,14 @@ def test_tampered_weights_refused(tmp_path):
     lambda cfg: json.dumps({**cfg, "format": "pickle"}),
     lambda cfg: json.dumps({**cfg, "format_version": 99}),
     lambda cfg: json.dumps({k: v for k, v in cfg.items() if k != "weights_sha256"}),
+    lambda cfg: "[" * 100_000 + "]" * 100_000,           # was a RecursionError, with no path
+    lambda cfg: json.dumps(cfg)[:-1] + ', "big": ' + "1" * 5000 + "}",  # bare ValueError: over 4300 digits
 ])
 def test_malformed_config_refused(tmp_path, mutate):
     save_checkpoint(tmp_path / "c", "toy", nn.Linear(3, 2).state_dict(), {})
     path = tmp_path / "c" / CONFIG_FILE
     path.write_text(mutate(json.loads(path.read_text())))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'c'}"):
         load_checkpoint(tmp_path / "c")
 
 
@@ -72,6 +75,30 @@ def test_architecture_mismatch_refused(tmp_path):
     _, state = load_checkpoint(tmp_path / "c")
     with pytest.raises(CheckpointError, match="shape"):
         load_state_strict(nn.Linear(4, 2), state, "c")
+
+
+@pytest.mark.parametrize(("dtype", "name"), [(torch.float16, "float16"), (torch.float64, "float64"),
+                                           (torch.int64, "int64"), (torch.bool, "bool")])
+def test_weights_of_another_type_refused(dtype, name):
+    """load_state_dict casts silently: such weights of the right shape used to load as ready."""
+    state = {key: tensor.to(dtype) for key, tensor in nn.Linear(3, 2).state_dict().items()}
+    with pytest.raises(CheckpointError, match=f"c: tensor 'weight' holds {name}, the model needs float32"):
+        load_state_strict(nn.Linear(3, 2), state, "c")
+
+
+def test_architecture_is_compared_with_the_weights_before_it_is_built():
+    devices = []
+
+    def huge():
+        devices.append(torch.empty(0).device.type)
+        return nn.Linear(10**6, 10**6)                                 # 4 TB of float32
+
+    with pytest.raises(CheckpointError, match=r"c: tensor 'weight' has shape \(2, 3\), the architecture"):
+        build_and_load(huge, nn.Linear(3, 2).state_dict(), "c")
+    assert devices == ["meta"]
+    weights = nn.Linear(3, 2).state_dict()
+    built = build_and_load(lambda: nn.Linear(3, 2), weights, "c")
+    assert built.weight.device.type == "cpu" and torch.equal(built.weight, weights["weight"])
 
 
 def test_checkpoint_is_readable_by_other_users(tmp_path):

@@ -10,6 +10,7 @@ from latent_fixtures import sine_series, tiny_config
 
 from service.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from service.model.forecaster import Forecaster, ForecastQuery
+from service.model.solver import SolverStepLimitError
 from training.latent_ode import PLOT_FILE, train
 
 torch.set_num_threads(1)
@@ -60,6 +61,63 @@ def test_tampered_or_malformed_checkpoint_refused(trained, tmp_path):
         (copy / name).write_bytes(mutate((copy / name).read_bytes()))
         with pytest.raises(CheckpointError, match=message):
             Forecaster.load(copy)
+
+
+def copy_with_config(directory: Path, copy: Path, change) -> Path:
+    """A copy of the checkpoint ``directory`` whose config ``change(config)`` alters (the weights,
+    and so their hash, stay as they are)."""
+    copy.mkdir()
+    (copy / WEIGHTS_FILE).write_bytes((directory / WEIGHTS_FILE).read_bytes())
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    change(config)
+    (copy / CONFIG_FILE).write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    (None, "time_unit", "weeks",
+     r"time_unit must be null or one of \['days', 'hours', 'minutes', 'seconds'\], got 'weeks'"),
+    (None, "time_unit", 5, "time_unit must be null or one of .*, got 5"),
+    (None, "max_horizon", float("inf"), "max_horizon must be a finite number above 0, got inf"),
+    (None, "max_horizon", float("nan"), "max_horizon must be a finite number above 0, got nan"),
+    (None, "max_horizon", 10**400, "max_horizon must be a finite number above 0"),
+    (None, "metrics", [1, 2], r"metrics must be a JSON object, got \[1, 2\]"),
+    ("normalization", "std", [float("nan"), 1.0], r"normalization.std\[0\] must be a finite number above 0"),
+    ("normalization", "std", [1.0, float("inf")], r"normalization.std\[1\] must be a finite number above 0"),
+    ("normalization", "mean", [0.0, float("nan")], r"normalization.mean\[1\] must be finite, got nan"),
+    ("normalization", "time_scale", float("nan"), "normalization.time_scale must be a finite number above 0"),
+    ("model", "latent_dim", 10**30, f"latent_dim must be from 1 to 100000, got {10**30}"),
+    ("model", "dynamics_layers", 10**6, "dynamics_layers must be from 1 to 1000, got 1000000"),
+    ("model", "latent_dim", 2.5, "latent_dim must be a whole number, got 2.5"),
+    ("model", "dynamics_hidden", 100_000,
+     r"tensor 'dynamics.func.net.0.bias' has shape \(8,\), the architecture needs \(100000,\)"),
+    ("model", "solver", {"method": "dopri5", "rtol": float("nan")}, "solver: rtol must be a finite number"),
+])
+def test_config_values_that_would_fail_every_request_are_refused_at_load(trained, tmp_path, section, key,
+                                                                          value, message):
+    """Each of these loaded as ready, and then every request with timestamps (time_unit), or every
+    request (a NaN std: 500; a NaN time scale: "times must be strictly increasing") failed; or
+    it took minutes and gigabytes to load (10**6 layers; a network far larger than its weights,
+    built before their shapes were compared), or failed with a raw overflow or allocator message."""
+    directory, _ = trained
+    copy = copy_with_config(directory, tmp_path / "copy",
+                            lambda config: (config[section] if section else config).update({key: value}))
+    with pytest.raises(CheckpointError, match=f"{copy}: .*{message}"):
+        Forecaster.load(copy)
+
+
+def test_fixed_step_solver_over_its_step_cap_answers_at_once(trained, tmp_path):
+    """A checkpoint with rk4 at a tiny step size used to hold the model's lock for ever on one
+    request; now the request is refused as soon as its grid is counted, naming the series."""
+    directory, _ = trained
+    copy = copy_with_config(directory, tmp_path / "copy", lambda config: config["model"]["solver"].update(
+        method="rk4", step_size=1e-3, max_num_steps=2000))
+    forecaster = Forecaster.load(copy)
+    s = sine_series(2, 10, seed=5)
+    near, far = [s[0].times[0] + 0.01], [s[1].times[-1] + 0.9 * forecaster.max_horizon]
+    with pytest.raises(SolverStepLimitError, match="more than max_num_steps=2000") as raised:
+        forecaster.predict([query(s[0], near), query(s[1], far)])
+    assert raised.value.query == 1
 
 
 def test_alone_equals_batched(trained):

@@ -80,10 +80,27 @@ def test_refuses_weights_of_another_architecture(tmp_path):
         Classifier.load(tmp_path / "ckpt")
 
 
+def test_refuses_weights_of_another_type(tmp_path):
+    """float16 weights of the right shapes used to load as ready, silently cast."""
+    half = {key: tensor.half() for key, tensor in build_classifier({"name": "mlp"}).state_dict().items()}
+    write(tmp_path / "ckpt", {"name": "mlp"}, state=half)
+    with pytest.raises(CheckpointError, match="ckpt: tensor 'layers.1.bias' holds float16, the model needs "
+                                              "float32"):
+        Classifier.load(tmp_path / "ckpt")
+
+
 @pytest.mark.parametrize(("architecture", "message"), [
     (None, "no 'architecture' object"),
     ({"name": "vgg"}, "bad 'architecture'"),
     ({"name": "mlp", "hidden": 300, "tol": 1e-3}, "bad 'architecture'"),
+    ({"name": "odenet", "tol": float("nan")}, "tol must be a finite number above 0, got nan"),
+    ({"name": "odenet", "max_num_steps": 10**12}, "max_num_steps must be from 1 to 2147483647"),
+    ({"name": "odenet", "segments": 10**6}, "segments must be from 1 to 100, got 1000000"),
+    ({"name": "odenet", "segments": 101}, "segments must be from 1 to 100, got 101"),
+    ({"name": "rknet", "steps": 101}, "steps must be from 1 to 100"),
+    ({"name": "resnet", "blocks": 10**6}, "blocks must be from 1 to 1000"),
+    ({"name": "mlp", "hidden": 10**9}, "hidden must be from 1 to 100000"),
+    ({"name": "mlp", "hidden": 300.5}, "hidden must be a whole number"),
 ])
 def test_refuses_bad_architecture(tmp_path, architecture, message):
     write(tmp_path / "ckpt", {"name": "mlp"})
@@ -92,6 +109,14 @@ def test_refuses_bad_architecture(tmp_path, architecture, message):
     config["architecture"] = architecture
     path.write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=message):
+        Classifier.load(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("metrics", [[1, 2], "ab"])
+def test_refuses_metrics_that_are_not_an_object(tmp_path, metrics):
+    """This was a bare TypeError or ValueError ("dictionary update sequence ...") without a path."""
+    write(tmp_path / "ckpt", {"name": "mlp"}, metrics=metrics)
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'ckpt'}: .*metrics must be a JSON object, got "):
         Classifier.load(tmp_path / "ckpt")
 
 

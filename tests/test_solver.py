@@ -49,6 +49,26 @@ def test_step_cap_raises_clean_error():
         solve(Stiff(), torch.ones(1), torch.tensor([0.0, 10.0]), config)
 
 
+@pytest.mark.parametrize(("method", "adjoint"), [("rk4", False), ("euler", False), ("rk4", True),
+                                               ("midpoint", False)])
+def test_fixed_grid_longer_than_the_step_cap_is_refused_before_stepping(method, adjoint):
+    """max_num_steps bounds fixed-step solves too (ours and torchdiffeq's), counted before the
+    grid is laid out: a tiny step_size used to step (and list grid times) without end."""
+    func = CountingFunc(Growth())
+    config = SolverConfig(method=method, step_size=1e-4, max_num_steps=10_000, adjoint=adjoint)
+    with pytest.raises(SolverStepLimitError, match=r"needs 2e\+04 steps .*more than max_num_steps=10000"):
+        solve(func, torch.ones(1), torch.tensor([0.0, 1.0, 2.0]), config)
+    assert func.nfe == 0
+    with pytest.raises(SolverStepLimitError, match="needs inf steps"):
+        solve(func, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1e300], dtype=torch.float64),
+              SolverConfig(method=method, step_size=1e-300, adjoint=adjoint))
+    exact = SolverConfig(method=method, step_size=0.25, max_num_steps=8, adjoint=adjoint)
+    assert solve(func, torch.ones(1), torch.tensor([0.0, 1.0, 2.0]), exact).shape == (3, 1)
+    with pytest.raises(SolverStepLimitError, match="needs 8 steps"):
+        solve(func, torch.ones(1), torch.tensor([0.0, 1.0, 2.0]), SolverConfig(**{**exact.to_dict(),
+                                                                                 "max_num_steps": 7}))
+
+
 def test_config_round_trip_and_validation():
     config = SolverConfig(method="rk4", step_size=0.1)
     assert SolverConfig.from_dict(config.to_dict()) == config
@@ -56,3 +76,21 @@ def test_config_round_trip_and_validation():
         SolverConfig(method="magic")
     with pytest.raises(ValueError, match="unknown solver settings"):
         SolverConfig.from_dict({"method": "rk4", "tol": 1})
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"rtol": float("nan")}, "rtol must be a finite number above 0, got nan"),
+    ({"atol": float("inf")}, "atol must be a finite number above 0"),
+    ({"atol": 0.0}, "atol must be a finite number above 0"),
+    ({"rtol": "1e-3"}, "rtol must be a finite number above 0"),
+    ({"method": "rk4", "step_size": float("nan")}, "step_size must be a finite number above 0"),
+    ({"max_num_steps": 2**31}, r"max_num_steps must be from 1 to 2147483647, got 2147483648"),
+    ({"max_num_steps": 1.5}, "max_num_steps must be a whole number, got 1.5"),
+    ({"max_num_steps": True}, "max_num_steps must be a whole number"),
+])
+def test_settings_a_solve_would_fail_on_are_refused(setting, message):
+    """NaN tolerances made every solve give up ("underflow in dt"), and torchdiffeq converts
+    max_num_steps to int32: such settings in a checkpoint used to fail only at request time."""
+    with pytest.raises(ValueError, match=message):
+        SolverConfig(**setting)
+    assert SolverConfig(max_num_steps=2**31 - 1).max_num_steps == 2**31 - 1

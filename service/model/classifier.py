@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from service.model.checkpoint import CheckpointError, build_and_load, json_object, load_checkpoint
 from service.model.mnist_nets import build_classifier
 
 KIND = "mnist_classifier"
@@ -28,7 +28,7 @@ class Classifier:
         self.config = config
         self.version = config["weights_sha256"][:12]
         self.architecture = config["architecture"]["name"]
-        self.metrics = dict(config.get("metrics", {}))
+        self.metrics = json_object(config.get("metrics", {}), f"{name}: metrics")
         self.model = model.eval()
         self._lock = threading.Lock()
 
@@ -41,11 +41,16 @@ class Classifier:
         if not isinstance(architecture, dict):
             raise CheckpointError(f"{directory}: config has no 'architecture' object")
         try:
-            model = build_classifier(architecture)
-        except (ValueError, TypeError) as exc:
+            model = build_and_load(lambda: build_classifier(architecture), state, str(directory))
+        except CheckpointError:
+            raise
+        except (ValueError, TypeError, ArithmeticError) as exc:
             raise CheckpointError(f"{directory}: bad 'architecture' in config ({exc})") from exc
-        load_state_strict(model, state, str(directory))
-        return cls(name or directory.name, config, model)
+        try:
+            return cls(name or directory.name, config, model)
+        except ValueError as exc:
+            raise CheckpointError(f"{directory}: config.json does not describe a usable classifier "
+                                  f"({exc})") from exc
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[np.ndarray, int]:

@@ -59,11 +59,25 @@ def rk4_step(func: Field, t0: float, dt: float, y0: torch.Tensor) -> torch.Tenso
 STEPS = {"euler": euler_step, "rk4": rk4_step}
 
 
+def step_count(start: float, end: float, step_size: float | None) -> float:
+    """How many steps :func:`grid` lays from ``start`` to ``end``, counted without laying them:
+    a whole number, or inf where the span over the step size overflows a float."""
+    if step_size is None:
+        return 1
+    steps = abs(end - start) / step_size - GRID_SLACK
+    return max(1, math.ceil(steps)) if math.isfinite(steps) else math.inf
+
+
+def grid_steps(times: list[float], step_size: float | None) -> float:
+    """How many steps a solve through the monotonic ``times`` takes: the sum of their grids'."""
+    return sum(step_count(start, end, step_size) for start, end in zip(times[:-1], times[1:], strict=True))
+
+
 def grid(start: float, end: float, step_size: float | None) -> list[float]:
     """The times the solver steps through from ``start`` to ``end`` (either direction)."""
     if step_size is None:
         return [start, end]
-    steps = max(1, math.ceil(abs(end - start) / step_size - GRID_SLACK))
+    steps = int(step_count(start, end, step_size))
     direction = 1.0 if end >= start else -1.0
     return [start + direction * k * step_size for k in range(steps)] + [end]
 

@@ -42,11 +42,13 @@ import numpy as np
 import torch
 
 from service.model.batching import collate, union_grid
-from service.model.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from service.model.bounds import positive_number
+from service.model.checkpoint import CheckpointError, build_and_load, json_object, load_checkpoint
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.mixture_quantile import mixture_quantiles
 from service.model.series import Normalization, Series
 from service.model.solver import SolverStepLimitError
+from service.model.timeunits import UNITS
 
 KIND = "latent_ode"
 
@@ -104,15 +106,18 @@ class Forecaster:
         self.normalization = Normalization.from_dict(config["normalization"])
         self.channels = [str(c) for c in config["channels"]]
         self.time_unit = config["time_unit"]
-        self.max_horizon = float(config["max_horizon"])
-        self.metrics = dict(config["metrics"])
+        # Checked here, not when a timestamp first needs it: an unknown unit made every request
+        # with timestamps a 500, and an infinite horizon was listed as null (not a forecaster).
+        if not (self.time_unit is None or isinstance(self.time_unit, str) and self.time_unit in UNITS):
+            raise ValueError(f"{name}: time_unit must be null or one of {sorted(UNITS)}, "
+                             f"got {self.time_unit!r}")
+        self.max_horizon = positive_number(f"{name}: max_horizon", config["max_horizon"])
+        self.metrics = json_object(config["metrics"], f"{name}: metrics")
         self._lock = threading.Lock()  # NFE counters live on the model: one prediction at a time
         sizes = (len(self.channels), model.config.num_channels, len(self.normalization.mean))
         if len(set(sizes)) != 1:
             raise ValueError(f"{name}: {sizes[0]} channel names, a {sizes[1]}-channel model and a "
                              f"{sizes[2]}-channel normalisation")
-        if not self.max_horizon > 0:
-            raise ValueError(f"{name}: max_horizon must be positive")
         mean, std = np.asarray(self.normalization.mean), np.asarray(self.normalization.std)
         self.value_limits = (mean - MAX_VALUE_SIGMAS * std, mean + MAX_VALUE_SIGMAS * std)
 
@@ -159,12 +164,12 @@ class Forecaster:
         directory = Path(directory)
         config, state = load_checkpoint(directory, kind=KIND)
         try:
-            model = LatentODE(LatentODEConfig.from_dict(config["model"]))
-            load_state_strict(model, state, str(directory))
+            model_config = LatentODEConfig.from_dict(config["model"])
+            model = build_and_load(lambda: LatentODE(model_config), state, str(directory))
             return cls(model, config, name or directory.name, config["weights_sha256"][:12])
         except CheckpointError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise CheckpointError(f"{directory}: config.json does not describe a usable latent-ODE "
                                   f"model ({type(exc).__name__}: {exc})") from exc
 

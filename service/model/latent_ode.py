@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from service.model.batching import Batch
+from service.model.bounds import MAX_DEPTH, MAX_WIDTH, whole_number
 from service.model.encoder import ENCODER_KINDS, ODERNNEncoder, RNNEncoder
 from service.model.solver import CountingFunc, SolverConfig, layer_weights, solve, solve_for_inference
 
@@ -72,12 +73,12 @@ class LatentODEConfig:
             raise ValueError(f"encoder must be one of {ENCODER_KINDS}, got {self.encoder!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        for name in ("num_channels", "latent_dim", "encoder_hidden", "encoder_ode_units",
-                     "dynamics_hidden", "dynamics_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.decoder_hidden < 0:
-            raise ValueError("decoder_hidden must be >= 0 (0: a linear decoder)")
+        # Bounded (see service.model.bounds) before anything is built: a checkpoint's 10**6
+        # layers, or a latent_dim of 10**30, used to be built, or to overflow, at start-up.
+        for name in ("num_channels", "latent_dim", "encoder_hidden", "encoder_ode_units", "dynamics_hidden"):
+            whole_number(name, getattr(self, name), 1, MAX_WIDTH)
+        whole_number("dynamics_layers", self.dynamics_layers, 1, MAX_DEPTH)
+        whole_number("decoder_hidden (0: a linear decoder)", self.decoder_hidden, 0, MAX_WIDTH)
         if not self.obs_std_init > 0:
             raise ValueError("obs_std_init must be positive")
 
@@ -96,7 +97,10 @@ class LatentODEConfig:
         data = dict(data)
         for key in ("solver", "encoder_solver"):
             if key in data:
-                data[key] = SolverConfig.from_dict(data[key])
+                try:
+                    data[key] = SolverConfig.from_dict(data[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from exc
         return cls(**data)
 
 

@@ -18,6 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from service.model.bounds import (
+    MAX_DEPTH,
+    MAX_INT32,
+    MAX_SOLVES_PER_PASS,
+    MAX_WIDTH,
+    positive_number,
+    whole_number,
+)
 from service.model.odenet import GRADIENT_MODES, ODEBlock, RKBlock, group_norm
 from service.model.solver import SolverConfig
 
@@ -30,10 +38,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "resnet": {"blocks": 6},
     "mlp": {"hidden": 300},
 }
+# The most each whole-number setting may be (why: :mod:`service.model.bounds`). Segments and RK
+# steps are solves per forward pass, residual blocks are modules; trained models use at most 6.
+WHOLE_NUMBER_LIMITS = {"segments": MAX_SOLVES_PER_PASS, "steps": MAX_SOLVES_PER_PASS, "blocks": MAX_DEPTH,
+                       "hidden": MAX_WIDTH, "max_num_steps": MAX_INT32}
 
 
 def complete_architecture(arch: dict[str, Any]) -> dict[str, Any]:
-    """Fill in defaults and reject unknown names or keys, so a checkpoint records every setting."""
+    """Fill in defaults and reject unknown names or keys, so a checkpoint records every setting, and
+    reject values out of range (NaN tolerances, 10**6 blocks) before anything is built."""
     name = arch.get("name")
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture 'name' is {name!r}; known: {', '.join(ARCHITECTURES)}")
@@ -43,6 +56,11 @@ def complete_architecture(arch: dict[str, Any]) -> dict[str, Any]:
     full = {"name": name, **DEFAULTS[name], **arch}
     if name == "odenet" and full["gradient"] not in GRADIENT_MODES:
         raise ValueError(f"unknown gradient mode {full['gradient']!r}; known: {', '.join(GRADIENT_MODES)}")
+    for key, high in WHOLE_NUMBER_LIMITS.items():
+        if key in full:
+            whole_number(key, full[key], 1, high)
+    if "tol" in full:
+        positive_number("tol", full["tol"])
     return full
 
 

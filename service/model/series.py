@@ -8,10 +8,13 @@ so the server takes and returns times and values in the user's own units.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from service.model.bounds import positive_number
 
 
 @dataclass
@@ -98,8 +101,16 @@ class Normalization:
         try:
             norm = cls(float(data["time_scale"]), tuple(map(float, data["mean"])),
                        tuple(map(float, data["std"])))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"malformed normalization {data!r}: {exc}") from exc
-        if len(norm.mean) != len(norm.std) or norm.time_scale <= 0 or min(norm.std, default=1) <= 0:
-            raise ValueError(f"inconsistent normalization {data!r}")
+        if len(norm.mean) != len(norm.std):
+            raise ValueError(f"normalization has {len(norm.mean)} means but {len(norm.std)} "
+                             "standard deviations")
+        # Finite, not only positive: NaN passes a `<= 0` test, and a NaN std or time scale then
+        # failed every request (a 500, or "times must be strictly increasing" blamed on the client).
+        positive_number("normalization.time_scale", norm.time_scale)
+        for channel, (mean, std) in enumerate(zip(norm.mean, norm.std, strict=True)):
+            if not math.isfinite(mean):
+                raise ValueError(f"normalization.mean[{channel}] must be finite, got {mean!r}")
+            positive_number(f"normalization.std[{channel}]", std)
         return norm

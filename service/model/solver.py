@@ -17,15 +17,17 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from service.model.bounds import MAX_INT32, positive_number, whole_number
 from service.model.dopri5 import StepLimitExceeded, dopri5_at
-from service.model.fixed_grid import STEPS, fixed_grid_solve
+from service.model.fixed_grid import STEPS, fixed_grid_solve, grid_steps
 
 ADAPTIVE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 FIXED_METHODS = {"euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams"}
 
 
 class SolverStepLimitError(RuntimeError):
-    """The adaptive solver needed more than ``max_num_steps`` steps (the dynamics are too stiff).
+    """The solver needed more than ``max_num_steps`` steps: an adaptive one because the dynamics
+    are too stiff, a fixed-step one because the span holds too many of its steps.
 
     ``problem``: which of :func:`solve_for_inference`'s problems it was, when it came from there;
     ``query``: which query of :meth:`service.model.forecaster.Forecaster.predict` it belongs to.
@@ -55,12 +57,11 @@ class SolverConfig:
         if self.method not in ADAPTIVE_METHODS | FIXED_METHODS:
             known = ", ".join(sorted(ADAPTIVE_METHODS | FIXED_METHODS))
             raise ValueError(f"unknown ODE method {self.method!r}; known: {known}")
-        if self.rtol <= 0 or self.atol <= 0:
-            raise ValueError("rtol and atol must be positive")
-        if self.max_num_steps < 1:
-            raise ValueError("max_num_steps must be at least 1")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ValueError("step_size must be positive")
+        positive_number("rtol", self.rtol)
+        positive_number("atol", self.atol)
+        whole_number("max_num_steps", self.max_num_steps, 1, MAX_INT32)
+        if self.step_size is not None:
+            positive_number("step_size", self.step_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +130,8 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConf
     :func:`service.model.fixed_grid.fixed_grid_solve`, torchdiffeq's schemes without its
     per-call overhead, which dominated the ODE-RNN encoder's many one-step solves.
     """
+    if config.method in FIXED_METHODS and config.step_size is not None:
+        _refuse_long_grid(t, config)
     if config.method in STEPS and not config.adjoint:
         return fixed_grid_solve(func, y0, t.to(y0.dtype), config.method, config.step_size)
     integrate = odeint_adjoint if config.adjoint else odeint
@@ -143,6 +146,20 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, config: SolverConf
         if "max_num_steps" in message or "underflow in dt" in message:
             raise _step_limit_error(message, config) from exc
         raise
+
+
+def _refuse_long_grid(t: torch.Tensor, config: SolverConfig) -> None:
+    """Apply ``max_num_steps`` to a fixed-step solve too, before its grid is laid out: the grid is
+    a list (in torchdiffeq a tensor) of span / step_size times, so a checkpoint with rk4 at step
+    1e-7 held its model's lock for ever on one request, its memory growing with the span. Without
+    a step size the steps are the requested times, which the caller has bounded."""
+    times = t.tolist()
+    steps = grid_steps(times, config.step_size)
+    if steps > config.max_num_steps:
+        raise SolverStepLimitError(
+            f"the ODE solver gave up: method={config.method} with step_size={config.step_size} needs "
+            f"{steps:.4g} steps between times {times[0]:.6g} and {times[-1]:.6g}, more than "
+            f"max_num_steps={config.max_num_steps}")
 
 
 def solve_for_inference(func: nn.Module, y0: torch.Tensor, times: Sequence[torch.Tensor],
