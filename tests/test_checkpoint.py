@@ -1,6 +1,7 @@
 """Checkpoint directories: round trip, and refusal of tampered or malformed files."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -83,6 +84,15 @@ def test_weights_of_another_type_refused(dtype, name):
     """load_state_dict casts silently: such weights of the right shape used to load as ready."""
     state = {key: tensor.to(dtype) for key, tensor in nn.Linear(3, 2).state_dict().items()}
     with pytest.raises(CheckpointError, match=f"c: tensor 'weight' holds {name}, the model needs float32"):
+        load_state_strict(nn.Linear(3, 2), state, "c")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_weights_refused(bad):
+    """They loaded as ready, and every request was then told its dynamics were too stiff."""
+    state = nn.Linear(3, 2).state_dict()
+    state["bias"][1] = bad
+    with pytest.raises(CheckpointError, match="c: tensor 'bias' holds NaN or infinite values"):
         load_state_strict(nn.Linear(3, 2), state, "c")
 
 

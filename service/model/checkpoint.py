@@ -171,7 +171,7 @@ def check_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], wh
 
     The type as well as the shape: ``load_state_dict`` casts silently, so float16, int64 or bool
     weights of the right shape loaded and then gave nonsense forecasts, blamed on the client
-    as "the dynamics are too stiff".
+    as "the dynamics are too stiff"; as did NaN or infinite weights.
     """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -186,6 +186,9 @@ def check_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], wh
         if tensor.dtype != expected[name].dtype:
             raise CheckpointError(f"{where}: tensor {name!r} holds {dtype_name(tensor.dtype)}, "
                                   f"the model needs {dtype_name(expected[name].dtype)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{where}: tensor {name!r} holds NaN or infinite values; no trained "
+                                  "model does")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
