@@ -142,7 +142,7 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
                        f"from times[{first}] ({shown(series.times[first])}) by model {model.name!r}, which "
                        "reads times in float32 relative to the first observation", "indistinct_time")
     span = times[-1] - times[0]
-    if model.over_horizon(span, max(abs(times[0]), abs(times[-1]))):
+    if model.window_too_long(times):
         unit = model.time_unit or "time units"
         shown_span, limit = _amounts(span, model.max_horizon)
         message = (f"the observations span {shown_span} {unit}; model {model.name!r} reads windows of "

@@ -145,18 +145,23 @@ class Forecaster:
                 f"{self.channels[channel]!r} within {bounds}, {MAX_VALUE_SIGMAS:g} training standard "
                 "deviations either side of the training mean; check the values' units")
 
-    def over_horizon(self, distance: np.ndarray | float, magnitude: np.ndarray | float) -> np.ndarray:
-        """Whether each ``distance``, a difference of times of about ``magnitude`` in size, is
-        beyond ``max_horizon`` by more than its rounding (a few ulps of ``magnitude``): a time a
-        client computed as ``last + max_horizon`` can land one rounding above the limit."""
-        return np.asarray(distance) > self.max_horizon + 4 * np.spacing(np.abs(magnitude))
+    def window_too_long(self, times: np.ndarray) -> bool:
+        """Whether the increasing ``times`` span more than ``max_horizon``, compared as a client
+        would compute the limit (``first + max_horizon``), so a window of exactly that is read."""
+        return bool(times[-1] > times[0] + self.max_horizon)
 
     def horizon_distances(self, times: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How far each of ``at`` lies before the first or after the last of the increasing
-        ``times`` (negative inside them), and the indices of those :meth:`over_horizon`."""
+        ``times`` (negative inside them), and the indices of those beyond ``max_horizon``.
+
+        Beyond is ``at > last + max_horizon`` or ``at < first - max_horizon``, as a client computes
+        the limit: the difference ``at - last`` can round one ulp above ``max_horizon`` for a time
+        the client set to exactly ``last + max_horizon``, and was refused ("lies 15.03431514 ...
+        at most 15.03431514"). No slack is added: one that grows with the times' size let times
+        near 1e17 through at any distance."""
         distance = np.maximum(times[0] - at, at - times[-1])
-        magnitude = np.maximum(np.abs(at), max(abs(times[0]), abs(times[-1])))
-        return distance, np.flatnonzero(self.over_horizon(distance, magnitude))
+        beyond = (at > times[-1] + self.max_horizon) | (at < times[0] - self.max_horizon)
+        return distance, np.flatnonzero(beyond)
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> Forecaster:

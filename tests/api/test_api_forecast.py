@@ -291,6 +291,17 @@ def test_the_horizon_itself_is_answered_however_it_rounds(client, last):
     assert "at most 10 time units" in beyond["msg"]
 
 
+@pytest.mark.parametrize(("times", "at", "kind"), [
+    ([1e17, 1e17 + 16, 1e17 + 32], [1e17 + 16], "window_too_long"),  # 16 apart: float64's step there
+    ([1e17], [1e17 + 64], "beyond_horizon"),
+    ([1.7e18], [1.7e18 + 1024], "beyond_horizon"),                     # epoch nanoseconds
+])
+def test_the_horizon_holds_at_any_magnitude_of_time(client, times, at, kind):
+    """A rounding slack that grew with the times' size let these through, to a forecast of 5e8."""
+    series = {"times": times, "values": [[1.0, 0.5]] * len(times), "at": at}
+    assert refusal(post(client, [series]))["type"] == kind
+
+
 def test_a_value_just_over_its_limit_is_shown_apart_from_the_limit(client):
     models = client.get("/models").json()["models"]
     limit = next(m for m in models if m["name"] == "tiny")["value_limits"][1][1]
