@@ -67,7 +67,8 @@ numbers, otherwise as 0..1; OIP `infer` takes FP32 in [0, 1].
 
 
 def describe(settings: Settings) -> str:
-    limits = {**settings.limits(), "body_timeout_s": settings.body_timeout_s}
+    limits = {**settings.limits(), "body_timeout_s": settings.body_timeout_s,
+              "send_timeout_s": settings.send_timeout_s}
     rows = [f"| `{name.upper()}` | {value} | {type(settings).model_fields[name].description} |"
             for name, value in limits.items()]
     return DESCRIPTION + "\n".join(rows) + "\n"
@@ -141,9 +142,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, dependencies=key_check)
     for router in open_to_all:
         app.include_router(router)
+    # Added first, so innermost: a request takes a slot only once its body has arrived.
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests,
+                       send_timeout_s=settings.send_timeout_s)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        timeout_s=settings.body_timeout_s)
-    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests)
     # Paths a metric may name as they are: FastAPI's pages (not in the scope's route) and every
     # route without parameters (so a 408 or 413 on /forecast, refused before routing, is counted
     # under /forecast rather than as unmatched).

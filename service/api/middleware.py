@@ -1,7 +1,7 @@
 """ASGI middleware: request ids, Server-Timing, access log and metrics; the limit on requests in
 flight; and the body size limit.
 
-Both are plain ASGI callables rather than ``BaseHTTPMiddleware``, which would copy every body
+All are plain ASGI callables rather than ``BaseHTTPMiddleware``, which would copy every body
 through an extra task. :class:`RequestContextMiddleware` is the outermost layer, so its access
 log and metrics see every answer, including a 413 or 408 from :class:`BodyLimitMiddleware`, a
 499 for a client that left before its body was read, and a 500 from a bug (which it answers
@@ -108,18 +108,22 @@ class RequestContextMiddleware:
 
 class ConcurrencyLimitMiddleware:
     """At most ``max_requests`` POSTs (the model calls) in the server at once; one more gets 503
-    with ``Retry-After`` before its body is read.
+    with ``Retry-After``; and a client that takes longer than ``send_timeout_s`` to take its answer
+    is dropped.
 
     Why: a model answers one call at a time, so requests beyond a few only wait, each holding
-    its body and then its answer, until its client has read it all; a probe's 32 concurrent
-    maximal forecasts held 3.5 GB, and 40 clients that never read their answers 5.5 GB. A
-    client told 503 can retry; one left waiting pins memory. GETs (health, metadata) are cheap
-    and never limited, so probes keep answering under load.
+    its parsed body and then its answer; a probe's 32 concurrent maximal forecasts held 3.5 GB.
+    A client told 503 can retry. The slot is taken after the body has arrived (this sits inside
+    :class:`BodyLimitMiddleware`), so slow uploads cannot fill the slots; and it is given back
+    when a client stops reading its answer, so slow readers cannot either (before that bound,
+    16 clients that never read would have locked every other client out). GETs (health,
+    metadata) are cheap and never limited, so probes keep answering under load.
     """
 
-    def __init__(self, app: ASGIApp, max_requests: int):
+    def __init__(self, app: ASGIApp, max_requests: int, send_timeout_s: float):
         self.app = app
         self.max_requests = max_requests
+        self.send_timeout_s = send_timeout_s
         self.in_flight = 0   # one event loop: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,9 +135,20 @@ class ConcurrencyLimitMiddleware:
                                   f"(setting ODECAST_MAX_CONCURRENT_REQUESTS); retry shortly", "server_busy")
             await error_response(scope["path"], 503, [item], {"Retry-After": "1"})(scope, receive, send)
             return
+
+        async def send_in_time(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self.send_timeout_s):
+                    await send(message)
+            except TimeoutError:
+                error_log.warning("%s %s: the client took more than %g s to read its answer (setting "
+                                  "ODECAST_SEND_TIMEOUT_S); dropped", scope["method"], scope["path"],
+                                  self.send_timeout_s)
+                raise ClientDisconnect() from None
+
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_in_time)
         finally:
             self.in_flight -= 1
 

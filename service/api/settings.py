@@ -59,6 +59,9 @@ class Settings(BaseSettings):
                               "at a time: more only wait, holding memory.")
     body_timeout_s: float = Field(
         30.0, gt=0, description="Seconds a request body may take to arrive in full; a slower one gets 408.")
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a client of a POST may take to read its answer (each part the "
+                                "server sends); a slower one is dropped, freeing its slot.")
 
     @field_validator("models_dir", mode="before")
     @classmethod
@@ -92,5 +95,5 @@ class Settings(BaseSettings):
 
     def limits(self) -> dict[str, int]:
         """The request limits by setting name, for the OpenAPI description and GET /models
-        (``body_timeout_s`` is listed with them in the description)."""
+        (``body_timeout_s`` and ``send_timeout_s`` are listed with them in the description)."""
         return {name: getattr(self, name) for name in type(self).model_fields if name.startswith("max_")}

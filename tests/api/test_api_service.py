@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import ClientDisconnect
 
 from service.api.app import create_app
 from service.api.logs import JsonFormatter, configure_logging, request_id_var, stop_background_writer
@@ -408,7 +409,7 @@ def test_posts_beyond_the_concurrency_limit_get_503_before_their_body_is_read():
         return asyncio.ensure_future(limited(scope, unread, send))
 
     async def scenario():
-        limited = ConcurrencyLimitMiddleware(slow_app, max_requests=1)
+        limited = ConcurrencyLimitMiddleware(slow_app, max_requests=1, send_timeout_s=5.0)
         first = call(limited, "POST", "first")
         await asyncio.sleep(0)
         await call(limited, "POST", "second")                  # answered at once, while the first waits
@@ -423,3 +424,33 @@ def test_posts_beyond_the_concurrency_limit_get_503_before_their_body_is_read():
     error = json.loads(answers["second"][1]["body"])["detail"][0]
     assert error["type"] == "server_busy" and "ODECAST_MAX_CONCURRENT_REQUESTS" in error["msg"]
     assert answers["first"][0]["status"] == 200 and answers["probe"][0]["status"] == 200
+
+
+def test_a_client_that_stops_reading_its_answer_gives_its_slot_back():
+    """Otherwise 16 clients that never read would lock every other POST out."""
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 100})
+
+    async def stuck_send(message):
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()                                  # the socket never drains
+
+    async def scenario():
+        limited = ConcurrencyLimitMiddleware(app, max_requests=1, send_timeout_s=0.05)
+        scope = {"type": "http", "method": "POST", "path": "/forecast", "headers": []}
+        with pytest.raises(ClientDisconnect):
+            await asyncio.wait_for(limited(scope, None, stuck_send), timeout=5)
+        return limited.in_flight
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_slot_is_taken_only_once_the_body_has_arrived(make_client):
+    """The limiter sits inside the body limit: a slow upload holds no slot."""
+    app = make_client().app
+    layers, layer = [], app.middleware_stack
+    while layer is not None:
+        layers.append(type(layer).__name__)
+        layer = getattr(layer, "app", None)
+    assert layers.index("BodyLimitMiddleware") < layers.index("ConcurrencyLimitMiddleware")
