@@ -1,6 +1,7 @@
 """Classifier.load / predict, and the checkpoints it refuses."""
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -116,7 +117,8 @@ def test_refuses_bad_architecture(tmp_path, architecture, message):
 def test_refuses_metrics_that_are_not_an_object(tmp_path, metrics):
     """This was a bare TypeError or ValueError ("dictionary update sequence ...") without a path."""
     write(tmp_path / "ckpt", {"name": "mlp"}, metrics=metrics)
-    with pytest.raises(CheckpointError, match=f"{tmp_path / 'ckpt'}: .*metrics must be a JSON object, got "):
+    where = re.escape(str(tmp_path / "ckpt"))
+    with pytest.raises(CheckpointError, match=f"{where}: .*metrics must be a JSON object, got "):
         Classifier.load(tmp_path / "ckpt")
 
 

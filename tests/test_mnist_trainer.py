@@ -126,7 +126,7 @@ def test_presets_and_flags():
     (["--crop-padding", "-2"], "crop_padding must be 0 or more"),
     (["--momentum", "1.5"], "need 0 <= momentum < 1"),
     (["--momentum", "0"], "nesterov needs a momentum above 0"),
-    (["--model", "odenet", "--tol", "nan"], "tol must be a positive number, got nan"),
+    (["--model", "odenet", "--tol", "nan"], "tol must be a finite number above 0, got nan"),
     (["--batch-size", "500"], "batch_size 500 is larger than the 96 training images"),
 ])
 def test_bad_flags_are_refused_in_one_line_before_training(tmp_path, data_dir, capsys, args, words):

@@ -78,16 +78,15 @@ class TrainConfig:
         """Every setting checked before any data is read, as the latent-ODE trainer does: a bad
         flag is refused at once with its name, and none trains silently wrong (a negative batch
         size once trained nothing and saved the untrained weights)."""
-        for name in ("epochs", "batch_size", "test_batch_size", "segments", "rk_steps",
-                     "limit_train_batches", "limit_test_batches", "threads"):
+        for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
+                     "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be 0 or more, got {self.crop_padding}")
-        for name in ("lr", "tol"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not (0 <= self.momentum < 1 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {self.momentum} and "
                              f"{self.weight_decay}")
@@ -97,7 +96,7 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'step' or 'onecycle', got {self.schedule!r}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        self.architecture()  # the model's name and gradient mode
+        self.architecture()  # the model's own settings (tol, segments, rk_steps), by service.model.bounds
 
     def architecture(self) -> dict[str, Any]:
         by_model = {"odenet": {"tol": self.tol, "gradient": self.gradient, "segments": self.segments},

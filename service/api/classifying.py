@@ -63,8 +63,9 @@ def scale_pixels(images: np.ndarray, locs: list[Loc]) -> np.ndarray:
     """(N, 28, 28) values by the documented rule -> float32 in [0, 1], white digit on black.
 
     An image with any value above 1 (beyond float rounding: ``ONE_SLACK``) is 0..255, whole
-    numbers divided by 255; else 0..1. An image whose border is mostly light is inverted, as an
-    upload is (:func:`~service.model.digit_image.border_level`): a digit drawn dark on white
+    numbers divided by 255; else 0..1. An image whose border is mostly light is inverted, by an
+    upload's rule (:func:`~service.model.digit_image.border_level`; nothing else of an upload's
+    rescaling and re-centring is applied to a JSON image): a digit drawn dark on white
     would otherwise get a confident wrong label, and no MNIST-style digit has a light border.
     An image whose pixels all lie within MIN_CONTRAST of each other has no digit, and is
     refused as an uploaded picture with no digit standing out from its background is.

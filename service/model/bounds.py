@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-# Modules built one at a time, or loop passes per forward pass (hidden layers, residual blocks,
-# RK-Net steps, ODE-Net segments): each costs Python-level work when building and when called,
-# so 10**6 of them kept start-up, or every request, from ever finishing.
+# Modules built one at a time (hidden layers, residual blocks): each costs Python-level work when
+# building and when called, so 10**6 of them kept start-up, or every request, from ever finishing.
 MAX_DEPTH = 1000
 # Solves per forward pass (ODE-Net segments, RK-Net steps) are bounded tighter: each ODE-Net
 # segment is at least one dopri5 step, 8 evaluations of the conv field, on every request, and

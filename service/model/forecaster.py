@@ -60,6 +60,20 @@ KIND = "latent_ode"
 MAX_VALUE_SIGMAS = 100.0
 
 
+def value_limits(normalization: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the lowest and highest value a model reads: ``MAX_VALUE_SIGMAS`` training
+    standard deviations either side of the training mean."""
+    mean, std = np.asarray(normalization.mean), np.asarray(normalization.std)
+    return mean - MAX_VALUE_SIGMAS * std, mean + MAX_VALUE_SIGMAS * std
+
+
+def first_outside(values: np.ndarray, limits: tuple[np.ndarray, np.ndarray]) -> tuple[int, int] | None:
+    """(row, channel) of the first of ``values`` (n, C) outside ``limits``, if any."""
+    low, high = limits
+    outside = np.argwhere((values < low) | (values > high))                 # NaN (missing) is inside
+    return (int(outside[0, 0]), int(outside[0, 1])) if outside.size else None
+
+
 def numbers_apart(x: float, limit: float) -> tuple[str, str]:
     """``x`` and ``limit`` for a message, each to as many significant digits (6 to 17) as it
     takes to tell them apart, so that a value just over a limit is not shown as the limit."""
@@ -118,14 +132,11 @@ class Forecaster:
         if len(set(sizes)) != 1:
             raise ValueError(f"{name}: {sizes[0]} channel names, a {sizes[1]}-channel model and a "
                              f"{sizes[2]}-channel normalisation")
-        mean, std = np.asarray(self.normalization.mean), np.asarray(self.normalization.std)
-        self.value_limits = (mean - MAX_VALUE_SIGMAS * std, mean + MAX_VALUE_SIGMAS * std)
+        self.value_limits = value_limits(self.normalization)
 
     def value_out_of_limits(self, values: np.ndarray) -> tuple[int, int] | None:
         """(row, channel) of the first of ``values`` (n, C) outside :attr:`value_limits`, if any."""
-        low, high = self.value_limits
-        outside = np.argwhere((values < low) | (values > high))             # NaN (missing) is inside
-        return (int(outside[0, 0]), int(outside[0, 1])) if outside.size else None
+        return first_outside(values, self.value_limits)
 
     def indistinct_time(self, times: np.ndarray) -> int | None:
         """Index of the first of the increasing ``times`` that the solver cannot tell apart from the

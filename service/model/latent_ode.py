@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from service.model.batching import Batch
-from service.model.bounds import MAX_DEPTH, MAX_WIDTH, whole_number
+from service.model.bounds import MAX_DEPTH, MAX_WIDTH, positive_number, whole_number
 from service.model.encoder import ENCODER_KINDS, ODERNNEncoder, RNNEncoder
 from service.model.solver import CountingFunc, SolverConfig, layer_weights, solve, solve_for_inference
 
@@ -79,8 +79,7 @@ class LatentODEConfig:
             whole_number(name, getattr(self, name), 1, MAX_WIDTH)
         whole_number("dynamics_layers", self.dynamics_layers, 1, MAX_DEPTH)
         whole_number("decoder_hidden (0: a linear decoder)", self.decoder_hidden, 0, MAX_WIDTH)
-        if not self.obs_std_init > 0:
-            raise ValueError("obs_std_init must be positive")
+        positive_number("obs_std_init", self.obs_std_init)  # finite too: inf passed the old '> 0'
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -157,9 +157,10 @@ def _refuse_long_grid(t: torch.Tensor, config: SolverConfig) -> None:
     steps = grid_steps(times, config.step_size)
     if steps > config.max_num_steps:
         raise SolverStepLimitError(
-            f"the ODE solver gave up: method={config.method} with step_size={config.step_size} needs "
-            f"{steps:.4g} steps between times {times[0]:.6g} and {times[-1]:.6g}, more than "
-            f"max_num_steps={config.max_num_steps}")
+            f"the ODE solver gave up: this model's fixed-step solver ({config.method}, step_size "
+            f"{config.step_size} in its normalised time) would need {steps:.4g} steps to span the "
+            f"series, more than max_num_steps={config.max_num_steps}; send a shorter window or nearer "
+            "times, or use a checkpoint with a larger step_size")
 
 
 def solve_for_inference(func: nn.Module, y0: torch.Tensor, times: Sequence[torch.Tensor],

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.model.forecaster import MAX_VALUE_SIGMAS
+from service.model.forecaster import MAX_VALUE_SIGMAS, first_outside, value_limits
 from service.model.series import Normalization, Series
 from training.data.csv_series import load_csv
 from training.data.spirals import generate_spirals
@@ -93,19 +93,20 @@ def check_channels_observed(train_series: list[Series], others: dict[str, list[S
 
 def check_values_covered(normalization: Normalization, groups: dict[str, list[Series]],
                          channels: list[str]) -> None:
-    """Validation and test values lie within the limits a served model accepts (``MAX_VALUE_SIGMAS``
-    training standard deviations of the training mean): a model cannot be measured on values its
+    """Validation and test values lie within the limits a served model accepts
+    (:func:`~service.model.forecaster.value_limits`): a model cannot be measured on values its
     server would refuse, and such values mean the training series do not represent that data."""
+    limits = value_limits(normalization)
     mean, std = np.asarray(normalization.mean), np.asarray(normalization.std)
     for where, group in groups.items():
         for s in group:
-            with np.errstate(invalid="ignore"):
-                sigmas = np.abs(s.values - mean) / std
-            outside = np.argwhere(sigmas > MAX_VALUE_SIGMAS)               # NaN (missing) is not
-            if outside.size:
-                row, channel = (int(i) for i in outside[0])
+            outside = first_outside(s.values, limits)
+            if outside is not None:
+                row, channel = outside
+                value = s.values[row, channel]
                 raise ValueError(
-                    f"{where} series {s.id!r}: channel {channels[channel]!r} is {s.values[row, channel]:.6g} "
-                    f"at time {s.times[row]:.6g}, {sigmas[row, channel]:.3g} training standard deviations "
-                    f"from the training mean ({mean[channel]:.6g}, std {std[channel]:.6g}); a model reads "
-                    f"at most {MAX_VALUE_SIGMAS:g}: the training series do not cover this series' values")
+                    f"{where} series {s.id!r}: channel {channels[channel]!r} is {value:.6g} at time "
+                    f"{s.times[row]:.6g}, {abs(value - mean[channel]) / std[channel]:.3g} training standard "
+                    f"deviations from the training mean ({mean[channel]:.6g}, std {std[channel]:.6g}); a "
+                    f"model reads at most {MAX_VALUE_SIGMAS:g}: the training series do not cover this "
+                    "series' values")

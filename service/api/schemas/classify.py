@@ -3,7 +3,8 @@
 Pixel values follow one rule, per image: **an image with any value above 1 is read as 0..255**
 (whole numbers 0 to 255, divided by 255); otherwise values are read as 0..1. A 0..255 image
 whose values are all 0 or 1 would be black anyway, so the rule never misreads a real digit.
-An image whose border is mostly light (dark ink on white) is inverted, as uploads are.
+An image whose border is mostly light (dark ink on white) is inverted, by the uploads' rule; unlike
+an upload it is not otherwise rescaled or re-centred.
 """
 
 from __future__ import annotations
