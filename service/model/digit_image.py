@@ -10,8 +10,9 @@ a light background, at another size and position, so we:
    decoded at reduced scale): the digit ends up 20 px tall, so nothing it needs is lost, and a
    16-megapixel upload costs a tenth of a second rather than a second of float arithmetic;
 2. flatten transparency onto a background that contrasts with the strokes, take luminance;
-3. invert when the border (the background) is light;
-4. stretch contrast between the background level and the brightest ink;
+3. invert when the background (the border, or the band inside a frame) is light;
+4. stretch contrast between the background level and the brightest ink, and drop marks that
+   touch the edge without leaving the outer band (a frame, a page's shadow);
 5. crop to the bounding box of the ink, scale its longer side to 20 px, and paste it into
    28×28 with its centre of mass at pixel (14, 14), where MNIST's digits have theirs.
 
@@ -21,6 +22,7 @@ Failures raise :class:`ValueError` with a message a client can act on.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -32,6 +34,8 @@ MAX_PIXELS = 4096 * 4096
 WORK_SIDE = 1024  # an image is reduced until its longer side is below 2 * WORK_SIDE
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "I")  # modes Image.reduce averages correctly
 INK_THRESHOLD = 0.2  # after contrast stretching, pixels above this count as ink
+EDGE_BAND = 0.1  # the outer band, a tenth of each side: where the background is read, and frames sit
+EDGE_GRID = 64  # cells a side on which marks along the edge are told from the digit
 MIN_CONTRAST = 0.1  # a brightest pixel closer than this to the background means "no digit"
 DIGIT_BOX = 20
 FRAME = 28
@@ -88,9 +92,79 @@ def _reduced(image: Image.Image) -> Image.Image:
     return image.reduce(factor)  # premultiplies alpha, so transparent pixels add no colour
 
 
+def _band_width(side: int) -> int:
+    return max(1, round(EDGE_BAND * side))
+
+
+def _ring(grey: np.ndarray, depth: int) -> np.ndarray:
+    """The pixels ``depth`` in from the image's edge, all the way round."""
+    height, width = grey.shape
+    depth = min(depth, (height - 1) // 2, (width - 1) // 2)
+    inside = grey[depth:height - depth, depth:width - depth]
+    return np.concatenate([inside[0], inside[-1], inside[:, 0], inside[:, -1]])
+
+
 def border_level(grey: np.ndarray) -> float:
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float(np.median(border))
+    """The background's level: the median of the outermost pixels, unless those are a frame.
+
+    A frame (a dark border round a white page, as a scanner leaves) makes the outermost pixels
+    nearly all one level while the pixels a tenth of the image further in, and most of the
+    image, are the other: then the paper inside is the background. All three are needed: the
+    outermost pixels of a tightly cropped 0 are paper and those further in ink, but most of it
+    is paper."""
+    ring = _ring(grey, 0)
+    level = float(np.median(ring))
+    if np.mean((ring > 0.5) == (level > 0.5)) < 0.9:
+        return level
+    inner = float(np.median(_ring(grey, _band_width(min(grey.shape)))))
+    step = max(1, max(grey.shape) // 256)                   # most of the image, from a sample
+    most = float(np.median(grey[::step, ::step]))
+    framed = (inner > 0.5) != (level > 0.5) and (most > 0.5) == (inner > 0.5)
+    return inner if framed else level
+
+
+def without_edge_marks(ink: np.ndarray) -> np.ndarray:
+    """``ink`` without marks that touch the image's edge and stay within its outer band: a
+    scanner's frame, a page's shadow, specks along the border. Whatever touches the edge and
+    reaches further in (a stroke of a tightly cropped digit) is kept, as is everything when
+    nothing else would be left.
+
+    Decided on a grid of at most ``EDGE_GRID`` cells a side (a cell is ink if any pixel in it
+    is), where following a frame around the image takes a few hundred array passes at most.
+    """
+    mask = ink > INK_THRESHOLD
+    height, width = mask.shape
+    size = max(1, math.ceil(max(height, width) / EDGE_GRID))
+    padded = np.zeros((math.ceil(height / size) * size, math.ceil(width / size) * size), dtype=bool)
+    padded[:height, :width] = mask
+    cells = padded.reshape(padded.shape[0] // size, size, padded.shape[1] // size, size).any(axis=(1, 3))
+    band = np.zeros(cells.shape, dtype=bool)
+    rows, cols = _band_width(cells.shape[0]), _band_width(cells.shape[1])
+    band[:rows], band[-rows:], band[:, :cols], band[:, -cols:] = True, True, True, True
+    edge = np.zeros(cells.shape, dtype=bool)
+    edge[0], edge[-1], edge[:, 0], edge[:, -1] = True, True, True, True
+    marks = cells & edge
+    if not marks.any():                             # the usual case: nothing touches the edge
+        return ink
+    while True:                                     # grow through ink, within the band
+        grown = _dilated(marks) & cells & band
+        if (grown == marks).all():
+            break
+        marks = grown
+    if (_dilated(marks) & cells & ~band).any() or not (cells & ~marks).any():
+        return ink
+    erase = np.repeat(np.repeat(marks, size, axis=0), size, axis=1)[:height, :width]
+    return np.where(erase, 0.0, ink)
+
+
+def _dilated(mask: np.ndarray) -> np.ndarray:
+    """``mask`` grown by one cell in each of the eight directions."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    return grown
 
 
 def image_bytes_to_mnist(data: bytes) -> np.ndarray:
@@ -102,7 +176,7 @@ def image_bytes_to_mnist(data: bytes) -> np.ndarray:
     peak = float(grey.max())
     if peak - background < MIN_CONTRAST:
         raise ValueError("image is empty: no digit stands out from the background")
-    ink = np.clip((grey - background) / (peak - background), 0.0, 1.0)
+    ink = without_edge_marks(np.clip((grey - background) / (peak - background), 0.0, 1.0))
     rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
     cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
     digit = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
