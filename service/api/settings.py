@@ -54,9 +54,10 @@ class Settings(BaseSettings):
                                      "each).")
     max_images: int = Field(64, ge=1, description="Images per /classify or OIP infer request.")
     max_concurrent_requests: int = Field(
-        16, ge=1, description="POST requests (model calls) in progress at once, their answers' sending "
-                              "included; one more gets 503 with Retry-After. The models answer one call "
-                              "at a time: more only wait, holding memory.")
+        16, ge=1, description="POST requests (model calls) in progress at once, each from the arrival "
+                              "of its whole body to the end of its answer's sending; one more gets 503 "
+                              "with Retry-After. The models answer one call at a time: more only wait, "
+                              "holding memory.")
     body_timeout_s: float = Field(
         30.0, gt=0, description="Seconds a request body may take to arrive in full; a slower one gets 408.")
     send_timeout_s: float = Field(
