@@ -17,7 +17,9 @@ MAX_TORCH_THREADS = 1024
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ODECAST_", env_file=".env", env_ignore_empty=True,
+    # An empty variable is a value, checked like any other: ODECAST_API_KEY=${SECRET} with SECRET
+    # unset started a server without authentication, and ODECAST_HOST= fell back to the default.
+    model_config = SettingsConfigDict(env_prefix="ODECAST_", env_file=".env", env_ignore_empty=False,
                                       extra="ignore")
 
     models_dir: Path = Field(BUNDLED_MODELS_DIR, description="Directory of checkpoint directories.")

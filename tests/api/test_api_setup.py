@@ -71,6 +71,18 @@ def test_settings_refuse_values_that_would_start_a_server_wrongly(tmp_path, fiel
         Settings(**{"models_dir": tmp_path, field: value})
 
 
+@pytest.mark.parametrize(("variable", "words"), [
+    ("ODECAST_API_KEY", "no client could send it"),   # ${SECRET} unset: it started with no authentication
+    ("ODECAST_HOST", "at least 1 character"),
+    ("ODECAST_MODELS_DIR", "models directory is empty"),
+    ("ODECAST_TORCH_THREADS", "valid integer"),
+])
+def test_an_empty_variable_is_refused_not_read_as_unset(monkeypatch, variable, words):
+    monkeypatch.setenv(variable, "")
+    with pytest.raises(ValidationError, match=words):
+        Settings()
+
+
 @pytest.mark.parametrize(("text", "cpus"), [("200000 100000", 2), ("150000 100000", 1), ("50000 100000", 1),
                                             ("max 100000", None), ("garbage", None)])
 def test_cgroup_v2_quota_rounds_down(tmp_path, text, cpus):
