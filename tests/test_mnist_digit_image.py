@@ -186,3 +186,10 @@ def test_a_digit_that_touches_the_edge_is_kept_whole(monkeypatch):
         [grey[0], grey[-1], grey[:, 0], grey[:, -1]]))))
     for data, result in zip(tight, now, strict=True):
         np.testing.assert_array_equal(result, image_bytes_to_mnist(data))
+
+
+def test_a_framed_page_with_nothing_in_it_is_empty():
+    """It was given a confident label: the frame, all that was left, was read as the digit."""
+    page = with_marks(Image.new("RGB", (200, 160), (245, 245, 245)), "frame")
+    with pytest.raises(ValueError, match="image is empty: nothing but marks along its edge"):
+        image_bytes_to_mnist(encode(page, "PNG"))

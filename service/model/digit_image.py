@@ -36,6 +36,7 @@ REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "I")  # modes Image.reduce averages
 INK_THRESHOLD = 0.2  # after contrast stretching, pixels above this count as ink
 EDGE_BAND = 0.1  # the outer band, a tenth of each side: where the background is read, and frames sit
 EDGE_GRID = 64  # cells a side on which marks along the edge are told from the digit
+FRAMED_MIN_CELLS = 12  # narrower, an image (a tight crop) has no room for a frame, a margin and a digit
 MIN_CONTRAST = 0.1  # a brightest pixel closer than this to the background means "no digit"
 DIGIT_BOX = 20
 FRAME = 28
@@ -126,8 +127,9 @@ def border_level(grey: np.ndarray) -> float:
 def without_edge_marks(ink: np.ndarray) -> np.ndarray:
     """``ink`` without marks that touch the image's edge and stay within its outer band: a
     scanner's frame, a page's shadow, specks along the border. Whatever touches the edge and
-    reaches further in (a stroke of a tightly cropped digit) is kept, as is everything when
-    nothing else would be left.
+    reaches further in (a stroke of a tightly cropped digit) is kept, as is a small mark when
+    nothing else would be left (a digit in a corner); marks along a side with nothing else are
+    an empty image (:class:`ValueError`).
 
     Decided on a grid of at most ``EDGE_GRID`` cells a side (a cell is ink if any pixel in it
     is), where following a frame around the image takes a few hundred array passes at most.
@@ -144,14 +146,20 @@ def without_edge_marks(ink: np.ndarray) -> np.ndarray:
     edge = np.zeros(cells.shape, dtype=bool)
     edge[0], edge[-1], edge[:, 0], edge[:, -1] = True, True, True, True
     marks = cells & edge
-    if not marks.any():                             # the usual case: nothing touches the edge
-        return ink
+    if not marks.any() or min(cells.shape) < FRAMED_MIN_CELLS:  # nothing touches the edge (the usual
+        return ink                                  # case), or no room for a frame, margin and digit
     while True:                                     # grow through ink, within the band
         grown = _dilated(marks) & cells & band
         if (grown == marks).all():
             break
         marks = grown
-    if (_dilated(marks) & cells & ~band).any() or not (cells & ~marks).any():
+    if (_dilated(marks) & cells & ~band).any():
+        return ink
+    if not (cells & ~marks).any():  # only marks: a blank framed page has no digit, a small one in a corner
+        rows, cols = np.flatnonzero(marks.any(axis=1)), np.flatnonzero(marks.any(axis=0))
+        along_a_side = rows[-1] - rows[0] >= cells.shape[0] // 2 or cols[-1] - cols[0] >= cells.shape[1] // 2
+        if along_a_side:
+            raise ValueError("image is empty: nothing but marks along its edge (a frame or a shadow)")
         return ink
     erase = np.repeat(np.repeat(marks, size, axis=0), size, axis=1)[:height, :width]
     return np.where(erase, 0.0, ink)
