@@ -195,13 +195,16 @@ def check_request(request: ForecastRequest, settings: Settings, channels: int) -
                        f"{points // request.num_samples} requested times make {points} sample points; the "
                        f"limit is {settings.max_sample_points} (setting ODECAST_MAX_SAMPLE_POINTS): ask for "
                        "fewer samples or times, or split the request", "over_limit")
-    answer = sum(len(series.at) for series in request.series) * channels * (2 + len(request.quantiles))
+    times = sum(len(series.at) for series in request.series)
+    answer = times * channels * (2 + len(request.quantiles))
     if answer > settings.max_answer_values:
-        raise _invalid(("body", "quantiles") if request.quantiles else ("body", "series"),
-                       f"the answer would hold {answer} numbers (requested times x {channels} channels x "
-                       f"mean, std and {len(request.quantiles)} quantiles); the limit is "
-                       f"{settings.max_answer_values} (setting ODECAST_MAX_ANSWER_VALUES): ask for fewer "
-                       "times or quantiles, or split the request", "over_limit")
+        sent = "quantiles" in request.model_fields_set  # else the default levels: not the client's field
+        levels = f"{len(request.quantiles)} quantiles" + ("" if sent else " (the default)")
+        raise _invalid(("body", "quantiles") if sent and request.quantiles else ("body", "series"),
+                       f"the answer would hold {answer} numbers ({times} requested times x {channels} "
+                       f"channels x mean, std and {levels}); the limit is {settings.max_answer_values} "
+                       "(setting ODECAST_MAX_ANSWER_VALUES): ask for fewer times or quantiles, or split the "
+                       "request", "over_limit")
 
 
 def forecast(entry: ModelEntry, request: ForecastRequest, settings: Settings,

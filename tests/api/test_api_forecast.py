@@ -234,7 +234,8 @@ def test_malformed_bodies(client):
     ({"max_quantiles": 2}, {}, "quantiles"),
     ({"max_sample_points": 100}, {"num_samples": 30}, "num_samples"),
     # 4 times x 2 channels x (mean, std, 3 quantiles) = 40 numbers; without quantiles 16
-    ({"max_answer_values": 39}, {}, "quantiles"),
+    ({"max_answer_values": 39}, {"quantiles": [0.05, 0.5, 0.95]}, "quantiles"),
+    ({"max_answer_values": 39}, {}, "series"),        # the default levels: not a field the client sent
     ({"max_answer_values": 15}, {"quantiles": []}, "series"),
 ])
 def test_over_limit_requests(make_client, limit, fields, field):
