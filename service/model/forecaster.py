@@ -143,7 +143,8 @@ class Forecaster:
         one before it, if any: it reads a series' times relative to its first observation, in the
         model's units, in float32 (:func:`service.model.batching.collate`)."""
         model_times = self.normalization.times(times)
-        relative = (model_times - model_times[0]).astype(np.float32)
+        with np.errstate(over="ignore"):  # a span beyond float32 is refused as too long, not warned of
+            relative = (model_times - model_times[0]).astype(np.float32)
         same = np.flatnonzero(np.diff(relative) <= 0)
         return int(same[0]) + 1 if same.size else None
 

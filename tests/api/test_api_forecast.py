@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -301,6 +302,14 @@ def test_the_horizon_holds_at_any_magnitude_of_time(client, times, at, kind):
     """A rounding slack that grew with the times' size let these through, to a forecast of 5e8."""
     series = {"times": times, "values": [[1.0, 0.5]] * len(times), "at": at}
     assert refusal(post(client, [series]))["type"] == kind
+
+
+def test_a_span_beyond_float32_is_refused_without_a_warning(client):
+    """numpy warned 'overflow encountered in cast' on the way to the right 422."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        error = refusal(post(client, [{"times": [0, 1e300], "values": [[0, 0], [0, 0]], "at": [1]}]))
+    assert error["type"] == "window_too_long"
 
 
 def test_a_value_just_over_its_limit_is_shown_apart_from_the_limit(client):
