@@ -147,7 +147,8 @@ def test_large_images_of_every_mode_are_reduced(mode, monkeypatch):
 
 
 def with_marks(image: Image.Image, marks: str) -> Image.Image:
-    """``image`` with a 3-px dark frame, a 4-px shadow down its left edge, or specks on its edge."""
+    """``image`` with a 3-px dark frame, a 4-px shadow down its left edge, a 6-px dark band along two
+    or three of its sides, or specks on its edge."""
     marked = image.copy()
     draw = ImageDraw.Draw(marked)
     width, height = marked.size
@@ -155,13 +156,18 @@ def with_marks(image: Image.Image, marks: str) -> Image.Image:
         draw.rectangle([0, 0, width - 1, height - 1], outline=(0, 0, 0), width=3)
     elif marks == "shadow":
         draw.rectangle([0, 0, 3, height - 1], fill=(20, 20, 20))
+    elif marks in ("two sides", "three sides"):  # a scanner's offset: dark along some edges only
+        draw.rectangle([0, 0, width - 1, 5], fill=(0, 0, 0))
+        draw.rectangle([0, 0, 5, height - 1], fill=(0, 0, 0))
+        if marks == "three sides":
+            draw.rectangle([width - 6, 0, width - 1, height - 1], fill=(0, 0, 0))
     else:
         for x, y in ((0, 40), (width - 2, 7), (100, height - 2)):
             draw.rectangle([x, y, x + 1, y + 1], fill=(0, 0, 0))
     return marked
 
 
-@pytest.mark.parametrize("marks", ["frame", "shadow", "specks"])
+@pytest.mark.parametrize("marks", ["frame", "shadow", "specks", "two sides", "three sides"])
 def test_marks_along_the_edge_are_not_ink(marks):
     """A scanner's frame made the border dark, so the page was not inverted; a page's shadow was
     cropped with the digit: a probe's framed digits were 16 % right."""

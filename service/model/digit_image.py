@@ -106,22 +106,33 @@ def _ring(grey: np.ndarray, depth: int) -> np.ndarray:
 
 
 def border_level(grey: np.ndarray) -> float:
-    """The background's level: the median of the outermost pixels, unless those are a frame.
+    """The background's level: the median of the outermost pixels, unless a frame lines some of
+    the image's sides (a scanner's border, a page's shadow): then the level just inside it.
 
-    A frame (a dark border round a white page, as a scanner leaves) makes the outermost pixels
-    nearly all one level while the pixels a tenth of the image further in, and most of the
-    image, are the other: then the paper inside is the background. All three are needed: the
-    outermost pixels of a tightly cropped 0 are paper and those further in ink, but most of it
-    is paper."""
-    ring = _ring(grey, 0)
-    level = float(np.median(ring))
-    if np.mean((ring > 0.5) == (level > 0.5)) < 0.9:
+    A side is framed when its outermost line is nearly all one level and the line a tenth of the
+    image further in nearly all the other, the level of most of the image (the paper), the
+    perpendicular bands left out: a thin line along the whole side, with paper behind it. A
+    stroke along a tightly cropped digit's edge (the bar of a 7) is thicker than that or has the
+    rest of the digit behind it, and ink behind an edge of paper is not a frame.
+    """
+    level = float(np.median(_ring(grey, 0)))
+    height, width = grey.shape
+    rows, cols = _band_width(height), _band_width(width)
+    if min(height, width) < 2 * FRAMED_MIN_CELLS:
         return level
-    inner = float(np.median(_ring(grey, _band_width(min(grey.shape)))))
-    step = max(1, max(grey.shape) // 256)                   # most of the image, from a sample
-    most = float(np.median(grey[::step, ::step]))
-    framed = (inner > 0.5) != (level > 0.5) and (most > 0.5) == (inner > 0.5)
-    return inner if framed else level
+    sides = [(grey[0, cols:-cols], grey[rows, cols:-cols]),
+             (grey[-1, cols:-cols], grey[-1 - rows, cols:-cols]),
+             (grey[rows:-rows, 0], grey[rows:-rows, cols]),
+             (grey[rows:-rows, -1], grey[rows:-rows, -1 - cols])]
+    step = max(1, max(height, width) // 256)
+    paper_dark = float(np.median(grey[::step, ::step])) <= 0.5      # most of the image is paper
+    inside = []
+    for outer, behind in sides:
+        outer_dark, behind_dark = np.mean(outer <= 0.5), np.mean(behind <= 0.5)
+        framed = (outer_dark >= 0.9 and behind_dark <= 0.1) or (outer_dark <= 0.1 and behind_dark >= 0.9)
+        if framed and (behind_dark >= 0.9) == paper_dark:
+            inside.append(behind)
+    return float(np.median(np.concatenate(inside))) if inside else level
 
 
 def without_edge_marks(ink: np.ndarray) -> np.ndarray:
@@ -159,7 +170,8 @@ def without_edge_marks(ink: np.ndarray) -> np.ndarray:
         rows, cols = np.flatnonzero(marks.any(axis=1)), np.flatnonzero(marks.any(axis=0))
         along_a_side = rows[-1] - rows[0] >= cells.shape[0] // 2 or cols[-1] - cols[0] >= cells.shape[1] // 2
         if along_a_side:
-            raise ValueError("image is empty: nothing but marks along its edge (a frame or a shadow)")
+            raise ValueError("image is empty: nothing but marks along its edge (a frame or a shadow), or a "
+                             "digit too close to them to tell apart: crop the picture to the digit")
         return ink
     erase = np.repeat(np.repeat(marks, size, axis=0), size, axis=1)[:height, :width]
     return np.where(erase, 0.0, ink)
