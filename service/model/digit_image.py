@@ -97,12 +97,18 @@ def _band_width(side: int) -> int:
     return max(1, round(EDGE_BAND * side))
 
 
-def _ring(grey: np.ndarray, depth: int) -> np.ndarray:
-    """The pixels ``depth`` in from the image's edge, all the way round."""
-    height, width = grey.shape
-    depth = min(depth, (height - 1) // 2, (width - 1) // 2)
-    inside = grey[depth:height - depth, depth:width - depth]
-    return np.concatenate([inside[0], inside[-1], inside[:, 0], inside[:, -1]])
+def _outer(shape: tuple[int, int], rows: int, cols: int) -> np.ndarray:
+    """A mask of the outer ``rows`` rows and ``cols`` columns at each side of an array of ``shape``."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[:rows], mask[-rows:], mask[:, :cols], mask[:, -cols:] = True, True, True, True
+    return mask
+
+
+def _framed(outer: np.ndarray, behind: np.ndarray) -> bool:
+    """Whether a side's outermost line is nearly all one level and the line ``behind`` it nearly
+    all the other."""
+    outer_dark, behind_dark = np.mean(outer <= 0.5), np.mean(behind <= 0.5)
+    return bool((outer_dark >= 0.9 and behind_dark <= 0.1) or (outer_dark <= 0.1 and behind_dark >= 0.9))
 
 
 def border_level(grey: np.ndarray) -> float:
@@ -115,7 +121,7 @@ def border_level(grey: np.ndarray) -> float:
     stroke along a tightly cropped digit's edge (the bar of a 7) is thicker than that or has the
     rest of the digit behind it, and ink behind an edge of paper is not a frame.
     """
-    level = float(np.median(_ring(grey, 0)))
+    level = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
     height, width = grey.shape
     rows, cols = _band_width(height), _band_width(width)
     if min(height, width) < 2 * FRAMED_MIN_CELLS:
@@ -124,14 +130,12 @@ def border_level(grey: np.ndarray) -> float:
              (grey[-1, cols:-cols], grey[-1 - rows, cols:-cols]),
              (grey[rows:-rows, 0], grey[rows:-rows, cols]),
              (grey[rows:-rows, -1], grey[rows:-rows, -1 - cols])]
+    behind_frames = [behind for outer, behind in sides if _framed(outer, behind)]
+    if not behind_frames:                            # the usual case: no frame, no image-wide median
+        return level
     step = max(1, max(height, width) // 256)
     paper_dark = float(np.median(grey[::step, ::step])) <= 0.5      # most of the image is paper
-    inside = []
-    for outer, behind in sides:
-        outer_dark, behind_dark = np.mean(outer <= 0.5), np.mean(behind <= 0.5)
-        framed = (outer_dark >= 0.9 and behind_dark <= 0.1) or (outer_dark <= 0.1 and behind_dark >= 0.9)
-        if framed and (behind_dark >= 0.9) == paper_dark:
-            inside.append(behind)
+    inside = [behind for behind in behind_frames if (np.mean(behind <= 0.5) >= 0.9) == paper_dark]
     return float(np.median(np.concatenate(inside))) if inside else level
 
 
@@ -151,12 +155,8 @@ def without_edge_marks(ink: np.ndarray) -> np.ndarray:
     padded = np.zeros((math.ceil(height / size) * size, math.ceil(width / size) * size), dtype=bool)
     padded[:height, :width] = mask
     cells = padded.reshape(padded.shape[0] // size, size, padded.shape[1] // size, size).any(axis=(1, 3))
-    band = np.zeros(cells.shape, dtype=bool)
-    rows, cols = _band_width(cells.shape[0]), _band_width(cells.shape[1])
-    band[:rows], band[-rows:], band[:, :cols], band[:, -cols:] = True, True, True, True
-    edge = np.zeros(cells.shape, dtype=bool)
-    edge[0], edge[-1], edge[:, 0], edge[:, -1] = True, True, True, True
-    marks = cells & edge
+    band = _outer(cells.shape, _band_width(cells.shape[0]), _band_width(cells.shape[1]))
+    marks = cells & _outer(cells.shape, 1, 1)
     if not marks.any() or min(cells.shape) < FRAMED_MIN_CELLS:  # nothing touches the edge (the usual
         return ink                                  # case), or no room for a frame, margin and digit
     while True:                                     # grow through ink, within the band
