@@ -45,11 +45,12 @@ async def read_infer_call(request: Request) -> InferCall:
     declared = request.headers.get("inference-header-content-length")
     if declared is None:
         header, binary = body, b""
-    elif declared.isdigit() and int(declared) <= len(body):
+    elif declared.isascii() and declared.isdigit() and int(declared) <= len(body):  # not "²" (isdigit)
         header, binary = body[:int(declared)], body[int(declared):]
     else:
         raise _bad(("header", "Inference-Header-Content-Length"),
-                   f"{declared!r} is not a byte count within the {len(body)}-byte body", "invalid_header")
+                   f"{shown(declared)} is not a byte count within the {len(body)}-byte body",
+                   "invalid_header")
     try:
         return InferCall(InferRequest.model_validate_json(header.removeprefix(codecs.BOM_UTF8)), binary)
     except ValidationError as exc:

@@ -121,3 +121,22 @@ def test_short_bodies_time_out_or_count_as_client_disconnects(server):
     assert not [entry for entry in logs if entry["logger"] == "odecast.error"]
     metrics = httpx.get(url + "/metrics").text
     assert 'endpoint="/forecast",method="POST",status="499"} 1.0' in metrics and 'status="500"' not in metrics
+
+
+def test_a_header_of_digits_that_are_not_ascii_is_a_400(server):
+    """uvicorn reads header bytes as latin-1, where "\\xb2" is "²": str.isdigit() takes it and
+    int() does not (that was a 500). The TestClient sends headers as UTF-8, so this needs the
+    real server."""
+    url, logs, drain, _ = server
+    address = urlsplit(url)
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                                   "data": [0.0] * 784}]}).encode()
+    for declared in (b"\xb2", b"1\xb9"):
+        with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+            connection.sendall(b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                               b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                               b"Inference-Header-Content-Length: %s\r\n\r\n%s" % (len(body), declared, body))
+            answer = b"".join(iter(lambda: connection.recv(65536), b"")).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 400 ") and "Inference-Header-Content-Length" in answer, answer
+    drain()
+    assert not [entry for entry in logs if entry["logger"] == "odecast.error"]
