@@ -5,7 +5,6 @@ Every refusal names the image and pixel (``images[3][12][7]``) or upload (``file
 
 from __future__ import annotations
 
-import codecs
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.api.errors import ApiError, Loc, body_validation_error, field_path
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
-from service.api.requests import is_json_media_type, media_type
+from service.api.requests import is_json_media_type, loads, media_type
 from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
 from service.model.digit_image import MIN_CONTRAST, border_level, image_bytes_to_mnist
@@ -114,7 +113,7 @@ def body_kind(content_type: str | None) -> str:
 def read_json(body: bytes, max_images: int) -> ClassifyInput:
     """A JSON body (UTF-8, with or without a byte order mark) of one 'image' or a list of 'images'."""
     try:
-        request = ClassifyRequest.model_validate_json(body.removeprefix(codecs.BOM_UTF8))
+        request = ClassifyRequest.model_validate(loads(body))
     except ValidationError as exc:
         raise body_validation_error(exc) from None
     if request.images is None:

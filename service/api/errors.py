@@ -95,8 +95,17 @@ def body_validation_error(exc: ValidationError) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
 
 
+# Bodies are validated after parsing (service.api.requests), where pydantic words its errors in
+# Python's terms; a client sent JSON, and reads JSON's (pydantic's own words when it parses JSON).
+JSON_WORDING = {"list_type": "Input should be a valid array", "dict_type": "Input should be an object",
+                "model_type": "Input should be an object"}
+
+
 def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
-    loc, msg, kind = tuple(error.get("loc", ())), error.get("msg", "invalid"), error.get("type", "invalid")
+    loc, kind = tuple(error.get("loc", ())), error.get("type", "invalid")
+    msg = JSON_WORDING.get(kind) or error.get("msg", "invalid")
+    if kind == "float_type" and type(error.get("input")) is int:  # 10**400: JSON allows it, no float holds it
+        kind, msg = "finite_number", "Input should be a finite number"
     if kind == "json_invalid":
         where = f" at character {loc[1]}" if len(loc) > 1 else ""
         reason = (error.get("ctx") or {}).get("error", "malformed")

@@ -8,7 +8,6 @@ tensor field (``inputs[0].shape``).
 
 from __future__ import annotations
 
-import codecs
 import json
 import sys
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from service.api.errors import ApiError, Loc, body_validation_error, shown
-from service.api.requests import content_codings
+from service.api.requests import content_codings, loads
 from service.api.schemas.inference import INPUT_NAME, OUTPUT_NAME, InferRequest
 
 SIDE = 28
@@ -52,7 +51,7 @@ async def read_infer_call(request: Request) -> InferCall:
                    f"{shown(declared)} is not a byte count within the {len(body)}-byte body",
                    "invalid_header")
     try:
-        return InferCall(InferRequest.model_validate_json(header.removeprefix(codecs.BOM_UTF8)), binary)
+        return InferCall(InferRequest.model_validate(loads(header)), binary)
     except ValidationError as exc:
         raise body_validation_error(exc) from None
 

@@ -176,3 +176,67 @@ def test_a_query_string_on_a_body_route_is_refused_not_ignored(client):
         error = answer.json()["detail"][0]
         assert answer.status_code == 422 and error["type"] == "query_not_accepted", route
         assert error["field"] == "query.model" and "JSON body" in error["msg"]
+
+
+def repeated(item: str, count: int = 100_000) -> str:
+    return ", ".join([item] * count)
+
+
+STRING_IMAGE = "[" + repeated("[" + repeated('"0"', 28) + "]", 28) + "]"
+BAD_INPUT = '{"name": "input", "shape": [' + repeated('"1"', 1000) + '], "datatype": "FP32"}'
+
+
+@pytest.mark.parametrize(("route", "body", "field"), [
+    ("/forecast", '{"series": [{"times": [0], "values": [' + repeated("[true, true]") + '], "at": [1]}]}',
+     "series[0].values[0][0]"),
+    ("/forecast", '{"series": [{"times": [' + repeated("null") + '], "values": [1], "at": [1]}]}',
+     "series[0].times[0]"),
+    ("/forecast", '{"series": [' + repeated("{" + VALID + ', "x": 1}', 20_000) + "]}", "series[0].x"),
+    ("/forecast", "{" + ", ".join(f'"k{i}": 1' for i in range(100_000)) + ', "series": [{' + VALID + "}]}",
+     "k0"),
+    ("/forecast", '{"series": [{' + VALID + '}], "quantiles": [' + repeated('"a"') + "]}", "quantiles[0]"),
+    ("/classify", '{"images": [' + repeated(STRING_IMAGE, 300) + "]}", "images[0][0][0]"),
+    ("/classify", "{" + ", ".join(f'"k{i}": 1' for i in range(100_000)) + "}", "k0"),
+    ("/v2/models/digits/infer", '{"inputs": [' + repeated(BAD_INPUT, 1000) + "]}", "inputs[0].shape[0]"),
+], ids=["rows", "times", "series", "keys", "quantiles", "images", "classify-keys", "infer-inputs"])
+def test_a_body_full_of_faults_is_answered_at_once_with_the_first(client, route, body, field):
+    """Each fault used to be an error of its own: 100,000 bad rows took 3.5 s of the event loop
+    (every other request waited) and answered 28 MB."""
+    answer = client.post(route, content=body.encode(), headers={"Content-Type": "application/json"})
+    assert answer.status_code in (400, 422) and len(answer.content) < 1000, answer.text[:1000]
+    if route.startswith("/v2/"):
+        assert answer.json()["error"].startswith(field + ": "), answer.json()
+    else:
+        (error,) = answer.json()["detail"]
+        assert error["field"] == field, error
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ('{"series": [{"times": [0, 1], "values": [[1, 1' + "0" * 400 + '], [3, 4]], "at": [2]}]}',
+     "series[0].values[0][1]"),
+], ids=["huge"])
+def test_a_value_beyond_any_float_is_told_so(client, body, field):
+    answer = client.post("/forecast", content=body, headers={"Content-Type": "application/json"})
+    (error,) = answer.json()["detail"]
+    assert error["field"] == field and error["msg"] == "Input should be a finite number", error
+
+
+@pytest.mark.parametrize(("route", "body", "field"), [
+    ("/forecast", '{"series": "x"}', "series"),
+    ("/forecast", '{"series": [5]}', "series[0]"),
+    ("/classify", '{"image": 5}', "image"),
+])
+def test_type_errors_speak_json(client, route, body, field):
+    (error,) = client.post(route, content=body, headers={"Content-Type": "application/json"}).json()["detail"]
+    assert error["field"] == field and error["msg"] in ("Input should be a valid array",
+                                                        "Input should be an object"), error
+
+
+@pytest.mark.parametrize("route", ["/classify", "/v2/models/digits/infer"])
+def test_every_json_body_is_read_alike(client, route):
+    """A lone surrogate and UTF-16 are refused with the same words as /forecast's."""
+    answer = client.post(route, content=b'{"model": "\\ud800"}', headers={"Content-Type": "application/json"})
+    assert answer.status_code in (400, 422) and "lone UTF-16 surrogate" in answer.text, answer.text
+    answer = client.post(route, content='{"a": 1}'.encode("utf-16-le"),
+                         headers={"Content-Type": "application/json"})
+    assert answer.status_code in (400, 422) and "UTF-16 or UTF-32" in answer.text, answer.text

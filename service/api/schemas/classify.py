@@ -13,11 +13,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.api.schemas.common import FailFastList, RequestBody
 from service.api.schemas.forecast import FiniteNumber
 
 SIDE = 28
-Row = Annotated[list[FiniteNumber], Field(min_length=SIDE, max_length=SIDE)]
-Image = Annotated[list[Row], Field(min_length=SIDE, max_length=SIDE,
+Row = Annotated[list[FiniteNumber], Field(min_length=SIDE, max_length=SIDE, fail_fast=True)]
+Image = Annotated[list[Row], Field(min_length=SIDE, max_length=SIDE, fail_fast=True,
                                    description="28 rows of 28 pixel values: 0..1 floats, or 0..255 whole "
                                                "numbers (an image with any value above 1 is read as 0..255). "
                                                "White digit on black, as in MNIST; an image whose "
@@ -29,13 +30,14 @@ Image = Annotated[list[Row], Field(min_length=SIDE, max_length=SIDE,
 EXAMPLE_DIGIT = [[0.0] * SIDE] * 4 + [[0.0] * 13 + [1.0] * 3 + [0.0] * 12] * 20 + [[0.0] * SIDE] * 4
 
 
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"image": EXAMPLE_DIGIT}]})
+class ClassifyRequest(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"image": EXAMPLE_DIGIT}]})
 
     model: str | None = Field(None, min_length=1, description="Classifier name (GET /models); when "
                                                               "absent, the server's default.")
     image: Image | None = Field(None, description="One image.")
-    images: list[Image] | None = Field(None, min_length=1, description="Several images (up to the limit).")
+    images: FailFastList[Image] | None = Field(
+        None, min_length=1, description="Several images (up to the limit).")
 
     @model_validator(mode="after")
     def _one_of_image_or_images(self) -> ClassifyRequest:

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetPydanticSchema, WithJsonSchema
 from pydantic_core import core_schema
 
+from service.api.schemas.common import FailFastList, RequestBody
+
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
@@ -50,7 +52,7 @@ def _rows(value: Any) -> Any:
 
 
 Values = Annotated[
-    list[list[FiniteNumber | None]], BeforeValidator(_rows),
+    FailFastList[FailFastList[FiniteNumber | None]], BeforeValidator(_rows),
     WithJsonSchema({"anyOf": [
         {"type": "array", "items": {"type": "array", "items": {"type": ["number", "null"]}}},
         {"type": "array", "items": {"type": ["number", "null"]}},
@@ -73,30 +75,28 @@ EXAMPLE_REQUEST = {
 }
 
 
-class SeriesIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SeriesIn(RequestBody):
     id: str | None = Field(None, description="Any label; echoed back.")
-    times: list[TimePoint] = Field(
+    times: FailFastList[TimePoint] = Field(
         min_length=1, description="Observation times, any order: numbers, or ISO-8601 timestamps for a "
                                   "model trained on timestamps (without a zone: UTC; a series' `times` and "
                                   "`at` all carry a zone or none does). No time may repeat.")
     values: Values = Field(
         description="One row per time, one column per model channel; null is a missing value. "
                     "A flat list is accepted for a one-channel model.")
-    at: list[TimePoint] = Field(
+    at: FailFastList[TimePoint] = Field(
         min_length=1, description="Times to forecast, in the same form as `times`: any order, repeats "
                                   "allowed, before, inside or after the observed window.")
 
 
-class ForecastRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+class ForecastRequest(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REQUEST]})
 
     model: str | None = Field(None, min_length=1,
                               description="Model name (GET /models); when absent, the server's default.")
-    series: list[SeriesIn] = Field(min_length=1)
+    series: FailFastList[SeriesIn] = Field(min_length=1)
     # Strict: a number is a JSON number, a count a JSON integer (not true, "5" or 5.0).
-    quantiles: list[QuantileLevel] = Field(
+    quantiles: FailFastList[QuantileLevel] = Field(
         [0.05, 0.5, 0.95], description="Quantile levels in (0, 1), each at most once.")
     num_samples: int = Field(64, strict=True, ge=1,
                              description="Posterior samples of the initial latent state.")

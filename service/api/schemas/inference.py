@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.schemas.classify import EXAMPLE_DIGIT
+from service.api.schemas.common import FailFastList
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
@@ -20,7 +21,7 @@ OUTPUT_NAME = "probabilities"
 
 class RequestInput(BaseModel):
     name: str
-    shape: list[Annotated[int, Field(strict=True)]]  # JSON integers: not "1", 1.0 or true
+    shape: FailFastList[Annotated[int, Field(strict=True)]]  # integers: not "1", 1.0, true
     datatype: str
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = Field(None, description="Row-major values, nested or flat; absent when the "
@@ -39,8 +40,9 @@ class InferRequest(BaseModel):
 
     id: str | None = None
     parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = None
+    # The first fault of a list only, as in the native bodies (service.api.schemas.common).
+    inputs: FailFastList[RequestInput]
+    outputs: FailFastList[RequestOutput] | None = None
 
 
 class ResponseOutput(BaseModel):
