@@ -16,9 +16,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.api.errors import ApiError, Loc, body_validation_error, field_path
+from service.api.json_reading import loads
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
-from service.api.requests import is_json_media_type, loads, media_type
+from service.api.requests import is_json_media_type, media_type
 from service.api.schemas.classify import ClassifyRequest
 from service.model.classifier import Classifier
 from service.model.digit_image import MIN_CONTRAST, border_level, image_bytes_to_mnist

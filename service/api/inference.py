@@ -17,7 +17,8 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from service.api.errors import ApiError, Loc, body_validation_error, shown
-from service.api.requests import content_codings, loads
+from service.api.json_reading import loads
+from service.api.requests import content_codings
 from service.api.schemas.inference import INPUT_NAME, OUTPUT_NAME, InferRequest
 
 SIDE = 28

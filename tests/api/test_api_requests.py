@@ -7,11 +7,12 @@ import math
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from service.api import requests
+from service.api import json_reading
 from service.api.errors import ApiError, error_item, error_response
-from service.api.requests import is_json_media_type, loads
+from service.api.json_reading import loads
+from service.api.requests import is_json_media_type
 
-orjson_loads = requests.orjson.loads
+orjson_loads = json_reading.orjson.loads
 
 
 @pytest.mark.parametrize("body", [
@@ -79,7 +80,7 @@ def test_forecast_reads_its_body_through_it(client, monkeypatch):
         bodies.append(body)
         return orjson_loads(body)
 
-    monkeypatch.setattr(requests.orjson, "loads", loads)
+    monkeypatch.setattr(json_reading.orjson, "loads", loads)
     series = {"times": [0.0, 1.0], "values": [[1.0, 2.0], [0.5, 1.5]], "at": [2.0]}
     assert client.post("/forecast", json={"series": [series], "num_samples": 2}).status_code == 200
     assert len(bodies) == 1 and json.loads(bodies[0])["series"] == [series]
@@ -240,3 +241,37 @@ def test_every_json_body_is_read_alike(client, route):
     answer = client.post(route, content='{"a": 1}'.encode("utf-16-le"),
                          headers={"Content-Type": "application/json"})
     assert answer.status_code in (400, 422) and "UTF-16 or UTF-32" in answer.text, answer.text
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ('{"series": [{' + VALID + ', "at": [3]}], "num_samples": 4}', "series[0].at"),
+    ('{"series": [{' + VALID + '}], "num_samples": 4, "num_samples" : 8}', "num_samples"),
+    ('{"series": [{' + VALID + '}], "seed": NaN, "seed": 1}', "seed"),  # read by json.loads
+    ('{"series": [{' + VALID + ', "id": "\\u00e9", "id": "\u00e9"}]}', "series[0].id"),
+])
+def test_a_key_given_twice_is_refused_not_half_read(client, body, field):
+    """Both JSON readers keep the last of two equal keys without a word: the answer was for
+    ``"at": [3]`` alone, or for 8 samples."""
+    answer = client.post("/forecast", content=body.encode(), headers={"Content-Type": "application/json"})
+    (error,) = answer.json()["detail"]
+    assert answer.status_code == 422 and error["field"] == field and error["type"] == "duplicate_key", error
+    assert "given twice" in error["msg"]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"id": "a\\": b", "x": [[1, 2], [3, 4]], "y": [{"k": 1}, {"k": 2}]}',  # a quote, a colon in a string
+    b'{"a": [1, {"b": 2}], "c": [[1], [{"b": 3}]]}',  # objects where the fast count does not look
+])
+def test_bodies_without_repeated_keys_read_alike_whatever_their_shape(body):
+    assert loads(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(("route", "body", "words"), [
+    ("/forecast", gzip.compress(b'{"series": []}'), "gzip-compressed"),
+    ("/forecast", b"", "the body is empty"),
+    ("/classify", b" \r\n", "the body is empty"),
+])
+def test_compressed_and_empty_bodies_are_told_so(client, route, body, words):
+    answer = client.post(route, content=body, headers={"Content-Type": "application/json"})
+    (error,) = answer.json()["detail"]
+    assert answer.status_code == 422 and error["field"] == "body" and words in error["msg"], error

@@ -1,0 +1,165 @@
+"""A request body's JSON, read as ``json.loads`` reads it, only faster, and stricter where
+``json.loads`` would lose what the client sent.
+
+FastAPI would parse the JSON with the standard library's ``json.loads``: about 100 us for a
+typical forecast request and 4.5 ms for a batch of 32 series on this machine, against 10 us and
+0.5 ms with orjson. The answer must not change, so orjson only takes the bodies it reads the
+same way; anything it refuses goes to ``json.loads`` as before. That keeps:
+
+- ``NaN`` and ``Infinity`` literals (and numbers such as ``1e999``), which orjson rejects and
+  ``json.loads`` reads, so that pydantic names the field that holds them ("should be a finite
+  number") rather than the whole body being malformed;
+- integers beyond the range of a float, which orjson rejects and ``json.loads`` reads (orjson
+  reads an integer between 2**64 and that range as a float);
+- the error for malformed JSON, which is ``json.loads``'s (position and reason).
+
+Stricter than ``json.loads``:
+
+- only UTF-8 is read (RFC 8259), with or without a byte order mark; ``json.loads`` alone would
+  also take UTF-16 and UTF-32;
+- a lone UTF-16 surrogate escape (``"\\ud800"``) is refused: it is no character;
+- a key given twice in one object is refused: both readers keep the last silently, so a client
+  that sent ``"at"`` twice would get an answer for one of them without a word.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+
+from service.api.errors import ApiError, Loc, printable, shown
+
+# Where a key ends: its closing quote, then the colon. Any key matches; so may a string value
+# holding an escaped quote and a colon, which only sends the body to the exact check.
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+
+
+def _invalid_json(position: int, reason: str) -> RequestValidationError:
+    """FastAPI's own error for a body that is not JSON (see errors._validation_item)."""
+    return RequestValidationError([{"type": "json_invalid", "loc": ("body", position),
+                                    "msg": "JSON decode error", "input": {}, "ctx": {"error": reason}}])
+
+
+def loads(body: bytes) -> Any:
+    """The UTF-8 body as ``json.loads`` reads it; a body that is not JSON in UTF-8, or that gives
+    a key twice in one object, raises a 422."""
+    try:
+        value = orjson.loads(body)
+    except (orjson.JSONDecodeError, RecursionError):
+        value, text = _loads_text(body)
+    else:
+        text = None
+    if len(_KEY_END.findall(body)) != _keys(value):  # maybe a key given twice: look closely
+        _refuse_repeated_keys(text if text is not None else _text(body))
+    return value
+
+
+def _text(body: bytes) -> str:
+    """The body as text: UTF-8, without a byte order mark (which RFC 8259 lets a reader ignore)."""
+    if body[:2] == b"\x1f\x8b":
+        raise ApiError(422, ("body",), "the body is gzip-compressed: send it uncompressed (a compressed "
+                       "body is refused, with or without Content-Encoding)", "body_not_utf8")
+    # JSON is UTF-8 (RFC 8259): json.loads would also read UTF-16 and UTF-32 bytes.
+    utf16 = b"\x00" in body[:4] or body[:2] in (b"\xff\xfe", b"\xfe\xff")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        hint = "; this body looks like UTF-16 or UTF-32: send UTF-8" if utf16 else ""
+        raise ApiError(422, ("body",), f"the body is not UTF-8 (byte 0x{body[exc.start]:02x} at offset "
+                       f"{exc.start}): send JSON encoded as UTF-8{hint}", "body_not_utf8") from None
+    return text.removeprefix("\ufeff")
+
+
+def _loads_text(body: bytes) -> tuple[Any, str]:
+    """What orjson refuses, read by ``json.loads``: its value and the text it was read from."""
+    text = _text(body)
+    if not text.strip():
+        raise _invalid_json(0, "the body is empty; send a JSON object") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        utf16 = "\x00" in text[:4]
+        raise _invalid_json(exc.pos, exc.msg + ("; this body looks like UTF-16 or UTF-32: send UTF-8"
+                                                if utf16 else "")) from None
+    except RecursionError:
+        raise _invalid_json(0, "arrays or objects nested too deeply") from None
+    except ValueError:  # Python's cap on the digits of an integer it converts (4300 by default)
+        digits = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1},}}", text)
+        raise _invalid_json(digits.start() if digits else 0, "a number with more digits than any "
+                            "field takes") from None
+    if "\\ud" in text or "\\uD" in text:  # json.loads, unlike orjson, reads a lone surrogate escape
+        _refuse_lone_surrogates(value)
+    return value, text
+
+
+def _keys(value: Any) -> int:
+    """The keys of every object in ``value``, counted fast: a list whose first item holds no
+    object is taken to hold none (a list of numbers, of rows of numbers). Counting fewer than
+    the body holds only sends it to the exact check."""
+    if type(value) is dict:
+        return len(value) + sum(_keys(member) for member in value.values())
+    if type(value) is list and value:
+        first = value[0]
+        if type(first) is dict or (type(first) is list and _keys(first)):
+            return sum(_keys(member) for member in value)
+    return 0
+
+
+class _Pairs(list):
+    """An object as ``json.loads`` sees it before it makes a dict: its (key, value) pairs."""
+
+
+def _refuse_repeated_keys(text: str) -> None:
+    """422 naming the first key that an object of ``text`` (valid JSON) gives twice."""
+    stack: list[tuple[Any, Loc]] = [(json.loads(text, object_pairs_hook=_Pairs), ("body",))]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, _Pairs):
+            seen: set[str] = set()
+            for key, _ in item:
+                if key in seen:
+                    name = printable(key)
+                    raise ApiError(422, (*loc, name), f"{shown(name)} is given twice in this object; "
+                                   "give each field once (JSON readers differ on which one counts)",
+                                   "duplicate_key")
+                seen.add(key)
+            stack.extend((member, (*loc, key)) for key, member in reversed(item))
+        elif isinstance(item, list):
+            stack.extend((member, (*loc, i)) for i, member in reversed(list(enumerate(item))))
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """422 naming the first string (or key) that holds a lone UTF-16 surrogate such as ``\\ud800``.
+
+    It is no Unicode character: no answer that echoes it could be written as UTF-8."""
+    stack: list[tuple[Any, Loc]] = [(value, ("body",))]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, dict):
+            for key, member in reversed(item.items()):
+                if (at := _surrogate_at(key)) is not None:
+                    _surrogate_error((*loc, printable(key)), key, at, "this key")
+                stack.append((member, (*loc, key)))
+        elif isinstance(item, list):
+            stack.extend((member, (*loc, i)) for i, member in reversed(list(enumerate(item))))
+        elif isinstance(item, str) and (at := _surrogate_at(item)) is not None:
+            _surrogate_error(loc, item, at, "the string")
+
+
+def _surrogate_at(text: str) -> int | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _surrogate_error(loc: Loc, text: str, at: int, what: str) -> None:
+    raise ApiError(422, loc, f"{what} holds a lone UTF-16 surrogate, {printable(text[at])} at character "
+                   f"{at}, which is not a Unicode character: write a character beyond U+FFFF as a surrogate "
+                   "pair (\\ud83d\\ude00) or as UTF-8", "string_unicode")
