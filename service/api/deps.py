@@ -39,10 +39,11 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def unknown_model(registry: ModelRegistry, name: str, loc: Loc) -> ApiError:
-    """404 for a name that no checkpoint has, listing the names that one has."""
-    known = ", ".join(registry.names()) or "none"
-    return ApiError(404, loc, f"unknown model {name!r}; models here: {known}", "unknown_model")
+def unknown_model(registry: ModelRegistry, name: str, loc: Loc, listed: bool = True) -> ApiError:
+    """404 for a name that no checkpoint has, listing the names that one has when ``listed``
+    (not to a client that has not shown the API key)."""
+    known = f"; models here: {', '.join(registry.names()) or 'none'}" if listed else ""
+    return ApiError(404, loc, f"unknown model {shown(name)}{known}", "unknown_model")
 
 
 # Where each kind of model answers, for a client that sent one to another endpoint.
@@ -63,7 +64,7 @@ def serving_model(registry: ModelRegistry, requested: str | None, kind: str, loc
         raise unknown_model(registry, name, loc)
     if entry is None or not entry.ready:
         reason = f"it failed to load: {entry.error}" if entry else "no such checkpoint was found"
-        raise ApiError(503, loc, f"model {name!r} is not ready; {reason}", "model_not_ready")
+        raise ApiError(503, loc, f"model {shown(name)} is not ready; {reason}", "model_not_ready")
     if entry.kind != kind:
         served_by = SERVED_BY.get(entry.kind, "no endpoint")
         raise ApiError(422, loc, f"model {name!r} is a {entry.kind} model, served by {served_by}; this "
@@ -88,7 +89,9 @@ async def require_api_key(request: Request, settings: SettingsDep,
     if not given:
         scheme = request.headers.get("authorization", "").partition(" ")[0]  # Basic, Digest, ...
         not_one = f" (an Authorization {shown(scheme)} header is not one)" if scheme else ""
-        raise ApiError(401, ("header", "X-API-Key"), f"missing API key{not_one}: send 'X-API-Key: <key>' or "
+        header = "Authorization" if scheme else "X-API-Key"
+        raise ApiError(401, ("header", header), f"missing API key{not_one}: send 'X-API-Key: <key>' or "
                        "'Authorization: Bearer <key>'", "missing_api_key", challenge)
     if not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
-        raise ApiError(401, ("header", "X-API-Key"), "wrong API key", "invalid_api_key", challenge)
+        header = "X-API-Key" if api_key is not None else "Authorization"
+        raise ApiError(401, ("header", header), "wrong API key", "invalid_api_key", challenge)

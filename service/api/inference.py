@@ -98,7 +98,14 @@ def _values(tensor, loc: Loc, binary: bytes) -> np.ndarray:
         if size % 4:
             raise _bad((*loc, "parameters", "binary_data_size"),
                        f"{size} bytes is not a whole number of FP32 values")
+        if tensor.data is not None:  # two tensors sent as one: which did the client mean?
+            raise _bad((*loc, "data"), "given beside binary data (parameters.binary_data_size); send "
+                                       "the values one way")
         return np.frombuffer(binary, dtype="<f4").astype(np.float64)
+    if binary:
+        raise _bad(("header", "Inference-Header-Content-Length"), f"{len(binary)} bytes follow the JSON "
+                   "header, but no input declares parameters.binary_data_size: say what they are, or "
+                   "send the JSON alone")
     if tensor.data is None:
         raise _bad((*loc, "data"), "missing: give the values as 'data', or as binary data with "
                                    "parameters.binary_data_size")

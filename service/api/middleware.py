@@ -131,8 +131,9 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_requests:
-            item = error_item((), f"the server is busy: {self.in_flight} requests are in progress, the limit "
-                                  f"(setting ODECAST_MAX_CONCURRENT_REQUESTS); retry shortly", "server_busy")
+            requests = f"{self.in_flight} request{'s' * (self.in_flight != 1)}"
+            item = error_item((), f"the server is busy: {requests} in progress, its limit (setting "
+                                  "ODECAST_MAX_CONCURRENT_REQUESTS); retry shortly", "server_busy")
             await error_response(scope["path"], 503, [item], {"Retry-After": "1"})(scope, receive, send)
             return
 

@@ -319,7 +319,16 @@ def test_oip_infer_other_refusals(make_client):
     header = json.dumps(infer_body(None, [1, 784])).encode()
     wrong_size = client.post("/v2/models/digits/infer", content=header + b"\0" * 16,
                              headers={"Inference-Header-Content-Length": str(len(header))})
-    assert wrong_size.status_code == 400 and "inputs[0].data: missing" in wrong_size.json()["error"]
+    assert wrong_size.status_code == 400 and "16 bytes follow the JSON header, but no input declares" in (
+        wrong_size.json()["error"])
+    missing = client.post("/v2/models/digits/infer", content=header)
+    assert missing.status_code == 400 and "inputs[0].data: missing" in missing.json()["error"]
+    both = json.dumps({"inputs": [{**infer_body([0.5] * 784, [1, 784])["inputs"][0],
+                                   "parameters": {"binary_data_size": 3136}}]}).encode()
+    ambiguous = client.post("/v2/models/digits/infer", content=both + b"\0" * 3136,
+                            headers={"Inference-Header-Content-Length": str(len(both))})
+    assert ambiguous.status_code == 400 and "inputs[0].data: given beside binary data" in (
+        ambiguous.json()["error"])
     for size in (3136.0, "3136", True):
         sized = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
                                         "parameters": {"binary_data_size": size}}]}).encode()

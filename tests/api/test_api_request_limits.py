@@ -130,6 +130,7 @@ def test_posts_beyond_the_concurrency_limit_get_503_before_their_body_is_read():
     assert refused["status"] == 503 and (b"retry-after", b"1") in refused["headers"]
     error = json.loads(answers["second"][1]["body"])["detail"][0]
     assert error["type"] == "server_busy" and "ODECAST_MAX_CONCURRENT_REQUESTS" in error["msg"]
+    assert error["msg"].startswith("the server is busy: 1 request in progress")
     assert answers["first"][0]["status"] == 200 and answers["probe"][0]["status"] == 200
 
 

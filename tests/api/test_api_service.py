@@ -84,6 +84,7 @@ def test_oip_model_metadata_and_readiness(client):
     assert (not_ready.status_code, not_ready.json()) == (503, {"name": "tampered", "ready": False})
     failed = client.get("/v2/models/tampered")
     assert failed.status_code == 503 and "does not match" in failed.json()["error"]
+    assert len(client.get("/v2/models/" + "x" * 8000).json()["error"]) < 300  # the name is cut, not echoed
     for path in ("/v2/models/nope", "/v2/models/nope/ready"):
         unknown = client.get(path)
         assert unknown.status_code == 404, unknown.text
@@ -102,6 +103,14 @@ def test_head_answers_as_get_without_a_body(client, path):
     refused = client.post(path)
     assert refused.status_code == 405  # and, RFC 9110, Allow names every method (in any order)
     assert set(refused.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_openapi_lists_no_422_where_the_protocol_answers_400(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert ("422" in operation["responses"]) == (path in ("/forecast", "/classify")), (path, method)
+    assert "400" in paths["/v2/models/{name}/infer"]["post"]["responses"]
 
 
 def test_head_is_not_a_second_openapi_operation(client):
@@ -226,6 +235,14 @@ def test_api_key_refusals(make_client, headers):
         message = answer.json()["error"] if path.startswith("/v2/") else answer.json()["detail"][0]["msg"]
         assert "API key" in message
         assert ("'Basic' header is not one" in message) == ("Basic" in headers.get("Authorization", ""))
+        if headers and not path.startswith("/v2/"):  # the header that was sent, and wrong
+            assert answer.json()["detail"][0]["field"] == f"header.{next(iter(headers))}"
+
+
+def test_a_probe_does_not_list_the_models_to_a_client_without_the_key(make_client):
+    for key, listed in ((None, True), ("secret", False)):
+        message = make_client(api_key=key).get("/v2/models/nope/ready").json()["error"]
+        assert message.startswith("path.name: unknown model 'nope'") and ("models here" in message) == listed
 
 
 def test_api_key_accepted_and_probes_stay_open(make_client):

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from service import __version__
 from service.api.deps import RegistryDep, SettingsDep, unknown_model
-from service.api.errors import ApiError
+from service.api.errors import ApiError, shown
 from service.api.registry import ModelEntry, ModelRegistry
 from service.api.schemas.common import error_responses
 from service.api.schemas.models import ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
@@ -38,10 +38,10 @@ def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable:
     return register
 
 
-def _entry(registry: ModelRegistry, name: str) -> ModelEntry:
+def _entry(registry: ModelRegistry, name: str, listed: bool = True) -> ModelEntry:
     entry = registry.get(name)
     if entry is None:
-        raise unknown_model(registry, name, ("path", "name"))
+        raise unknown_model(registry, name, ("path", "name"), listed)
     return entry
 
 
@@ -73,15 +73,16 @@ async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     """The model's versions, inputs and outputs."""
     entry = _entry(registry, name)
     if not entry.ready:
-        raise ApiError(503, ("path", "name"), f"model {name!r} failed to load: {entry.error}",
+        raise ApiError(503, ("path", "name"), f"model {shown(name)} failed to load: {entry.error}",
                        "model_not_ready")
     return ModelMetadata.of(entry)
 
 
 @get_and_head(router, "/models/{name}/ready", response_model=ModelReady,
               responses={503: {"model": ModelReady}, **error_responses(404, oip=True)})
-async def model_ready(name: str, registry: RegistryDep, response: Response) -> ModelReady:
+async def model_ready(name: str, registry: RegistryDep, settings: SettingsDep,
+                      response: Response) -> ModelReady:
     """200 when the model is loaded, 503 when it failed to load."""
-    entry = _entry(registry, name)
+    entry = _entry(registry, name, listed=settings.api_key is None)  # a probe: it needs no key
     response.status_code = 200 if entry.ready else 503
     return ModelReady(name=name, ready=entry.ready)
