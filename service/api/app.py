@@ -138,7 +138,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = None
         stop_background_writer()
 
-    app = FastAPI(title="odecast", version=__version__, description=describe(settings), lifespan=lifespan)
+    # No redirect from '/models/' to '/models': a 307 whose Location is built from the client's
+    # Host header, which curl does not follow for a POST; a 404 that names the path instead.
+    app = FastAPI(title="odecast", version=__version__, description=describe(settings), lifespan=lifespan,
+                  redirect_slashes=False)
     app.state.settings = settings
     app.state.metrics = app_metrics
     app.state.registry = None

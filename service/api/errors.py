@@ -104,8 +104,11 @@ JSON_WORDING = {"list_type": "Input should be a valid array", "dict_type": "Inpu
 def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
     loc, kind = tuple(error.get("loc", ())), error.get("type", "invalid")
     msg = JSON_WORDING.get(kind) or error.get("msg", "invalid")
-    if kind == "float_type" and type(error.get("input")) is int:  # 10**400: JSON allows it, no float holds it
+    given = error.get("input")
+    if kind == "float_type" and type(given) is int:  # 10**400: JSON allows it, no float holds it
         kind, msg = "finite_number", "Input should be a finite number"
+    if kind == "int_type" and type(given) is float and abs(given) >= 2**63:  # orjson reads 2**64 up so
+        kind, msg = "less_than_equal", f"Input should be a whole number below 2**63 (got about {given:.3g})"
     if kind == "json_invalid":
         where = f" at character {loc[1]}" if len(loc) > 1 else ""
         reason = (error.get("ctx") or {}).get("error", "malformed")
@@ -124,8 +127,17 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    item = error_item((), str(exc.detail), "http_error")
-    return error_response(request.url.path, exc.status_code, [item], getattr(exc, "headers", None))
+    """Routing's refusals (no such path, a method the path does not take), in the error shape."""
+    headers = getattr(exc, "headers", None)
+    path = request.url.path
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        trailing = len(path) > 1 and path.endswith("/")
+        slash = f" (paths end without '/': {shown(path.rstrip('/'))})" if trailing else ""
+        message = f"no endpoint at {shown(path)}{slash}; see /docs"
+    elif exc.status_code == 405 and headers and "Allow" in headers:
+        message = f"{shown(request.method)} is not allowed on {shown(path)}; it takes {headers['Allow']}"
+    return error_response(path, exc.status_code, [error_item((), message, "http_error")], headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

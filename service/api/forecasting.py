@@ -98,12 +98,8 @@ def _repeat_message(sent: Sequence[float | str], first: int, second: int, model:
 
 
 def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Loc) -> ForecastQuery:
-    """One series as a :class:`ForecastQuery`: sorted by time, every check done."""
-    if len(series.times) > settings.max_observations:
-        raise _over_limit((*loc, "times"), "observations", len(series.times), "max_observations",
-                          settings.max_observations)
-    if len(series.at) > settings.max_times:
-        raise _over_limit((*loc, "at"), "requested times", len(series.at), "max_times", settings.max_times)
+    """One series as a :class:`ForecastQuery`: sorted by time, every check done (its counts, by
+    :func:`check_request`)."""
     if len(series.values) != len(series.times):
         raise _invalid((*loc, "values"), f"{len(series.values)} rows of values for {len(series.times)} "
                                          "times; give one row per time", "length_mismatch")
@@ -189,6 +185,14 @@ def check_request(request: ForecastRequest, settings: Settings, channels: int) -
     for j, level in enumerate(request.quantiles):
         if level in request.quantiles[:j]:
             raise _invalid(("body", "quantiles", j), f"{level} is asked for twice", "duplicate_quantile")
+    for i, series in enumerate(request.series):  # before the totals below, which they bound
+        loc = ("body", "series", i)
+        if len(series.times) > settings.max_observations:
+            raise _over_limit((*loc, "times"), "observations", len(series.times), "max_observations",
+                              settings.max_observations)
+        if len(series.at) > settings.max_times:
+            raise _over_limit((*loc, "at"), "requested times", len(series.at), "max_times",
+                              settings.max_times)
     points = request.num_samples * sum(len(series.at) for series in request.series)
     if points > settings.max_sample_points:
         raise _invalid(("body", "num_samples"), f"{request.num_samples} samples at "

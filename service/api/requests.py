@@ -65,8 +65,9 @@ def refuse_query_parameters(request: Request) -> None:
     ``?model=x`` would answer with another model than the caller asked for."""
     if request.query_params:
         name = next(iter(request.query_params))
-        raise ApiError(422, ("query", name), f"this endpoint takes no query parameters (got {shown(name)}); "
-                       "send every field in the JSON body", "query_not_accepted")
+        loc = ("query", name) if name else ("query",)  # '?=x' has a value without a name
+        raise ApiError(422, loc, f"this endpoint takes no query parameters (got {shown(name)}); send every "
+                       "field in the JSON body", "query_not_accepted")
 
 
 def content_codings(request: Request) -> list[str]:

@@ -234,6 +234,8 @@ def test_malformed_bodies(client):
     ({"max_samples": 8}, {"num_samples": 9}, "num_samples"),
     ({"max_quantiles": 2}, {}, "quantiles"),
     ({"max_sample_points": 100}, {"num_samples": 30}, "num_samples"),
+    # too many times in a series is told as such, not as too many sample points
+    ({"max_times": 3, "max_sample_points": 100}, {"num_samples": 30}, "series[0].at"),
     # 4 times x 2 channels x (mean, std, 3 quantiles) = 40 numbers; without quantiles 16
     ({"max_answer_values": 39}, {"quantiles": [0.05, 0.5, 0.95]}, "quantiles"),
     ({"max_answer_values": 39}, {}, "series"),        # the default levels: not a field the client sent
@@ -341,10 +343,13 @@ def test_an_integer_beyond_any_float_is_a_422_naming_the_time(client, times, at,
 
 @pytest.mark.parametrize(("field", "words"), [("num_samples", "the limit is"),
                                              ("seed", "less than or equal")])
-def test_huge_counts_are_refused_without_echoing_every_digit(client, field, words):
-    error = refusal(raw_post(client, f'{{"series": [{json.dumps(SERIES)}], "{field}": {HUGE}}}'))
+@pytest.mark.parametrize("value", [HUGE, str(2**64), "1e20"])  # orjson reads the last two as floats
+def test_huge_counts_are_refused_without_echoing_every_digit(client, field, words, value):
+    error = refusal(raw_post(client, f'{{"series": [{json.dumps(SERIES)}], "{field}": {value}}}'))
+    if value != HUGE:
+        words = "whole number below 2**63"
     assert error["field"] == field and words in error["msg"] and len(error["msg"]) < 200, error
-    if field == "num_samples":
+    if field == "num_samples" and value == HUGE:
         assert "(401 digits)" in error["msg"]
 
 

@@ -119,9 +119,22 @@ def test_head_is_not_a_second_openapi_operation(client):
 
 
 def test_unknown_route_and_method_use_the_error_shape(client):
-    missing = client.get("/nowhere")
-    assert missing.status_code == 404 and missing.json()["detail"][0]["msg"] == "Not Found"
-    assert client.get("/forecast").status_code == 405
+    def message(answer, status):
+        assert answer.status_code == status, answer.text
+        return answer.json()["detail"][0]["msg"]
+
+    assert message(client.get("/nowhere"), 404) == "no endpoint at '/nowhere'; see /docs"
+    assert message(client.get("/forecast"), 405) == "'GET' is not allowed on '/forecast'; it takes POST"
+    # No redirect (a 307 whose Location follows the client's Host header): a 404 naming the path.
+    slashed = client.post("/forecast/", json={}, follow_redirects=False)
+    assert "paths end without '/': '/forecast'" in message(slashed, 404)
+    assert client.get("/models/", follow_redirects=False).status_code == 404
+    assert client.get("/v2/models/tiny/").json()["error"].startswith("no endpoint at '/v2/models/tiny/'")
+
+
+def test_a_query_parameter_without_a_name_is_refused_as_the_query(client):
+    error = client.post("/forecast?=x", json={}).json()["detail"][0]
+    assert error["field"] == "query" and error["type"] == "query_not_accepted"
 
 
 def test_metrics_count_requests_nfe_and_models(client):

@@ -112,7 +112,9 @@ class SeriesForecastOut(BaseModel):
     at: list[float | str] = Field(description="The requested times, in the order and form sent.")
     mean: Matrix = Field(description="Predictive mean, one row per requested time, one column per channel.")
     std: Matrix = Field(description="Predictive standard deviation, observation noise included.")
-    quantiles: dict[str, Matrix] = Field(description="Predictive quantiles, keyed by level.")
+    quantiles: dict[str, Matrix] = Field(
+        description="Predictive quantiles, keyed by level as the shortest decimal that reads back as "
+                    "it (Python's repr: 0.05 -> \"0.05\", 0.00001 -> \"1e-05\"), in the order asked.")
     kind: list[Literal["backcast", "interpolation", "extrapolation"]] = Field(
         description="Per requested time: before the first observation, within the observed window, "
                     "or after the last observation.")
