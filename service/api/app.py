@@ -36,8 +36,8 @@ DESCRIPTION = """\
 Forecasts for irregularly sampled time series from latent neural ODEs, and an MNIST ODE-Net.
 
 **Errors** are `{"detail": [{"type", "loc", "field", "msg"}]}`, where `field` names the fault as
-one path (`series[0].values[3]`; a list's first fault, and the first unknown field, are named,
-not each of them); under `/v2/` they are the Open Inference Protocol's
+one path (`series[0].values[3]`; a list's first fault, and an object's first unknown field, are
+named, not each of them); under `/v2/` they are the Open Inference Protocol's
 `{"error": "..."}`. Malformed or over-limit requests get 422 (400 under `/v2/`), an unknown
 model 404, a body over the byte limit 413, a body that does not arrive in full within
 `BODY_TIMEOUT_S` 408 (a client that leaves before its body is read is logged as 499), a

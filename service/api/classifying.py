@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.api.errors import ApiError, Loc, body_validation_error, field_path
-from service.api.json_reading import loads
+from service.api.json_reading import parse
 from service.api.metrics import Metrics, timed
 from service.api.registry import ModelEntry
 from service.api.requests import is_json_media_type, media_type
@@ -111,10 +111,10 @@ def body_kind(content_type: str | None) -> str:
                    "PNG/JPEG files as multipart/form-data", "unsupported_media_type")
 
 
-def read_json(body: bytes, max_images: int) -> ClassifyInput:
+async def read_json(body: bytes, max_images: int) -> ClassifyInput:
     """A JSON body (UTF-8, with or without a byte order mark) of one 'image' or a list of 'images'."""
     try:
-        request = ClassifyRequest.model_validate(loads(body))
+        request = ClassifyRequest.model_validate(await parse(body))
     except ValidationError as exc:
         raise body_validation_error(exc) from None
     if request.images is None:

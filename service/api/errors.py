@@ -108,7 +108,7 @@ def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
     if kind == "float_type" and type(given) is int:  # 10**400: JSON allows it, no float holds it
         kind, msg = "finite_number", "Input should be a finite number"
     if kind == "int_type" and type(given) is float and abs(given) >= 2**63:  # orjson reads 2**64 up so
-        kind, msg = "less_than_equal", f"Input should be a whole number below 2**63 (got about {given:.3g})"
+        kind, msg = "int_too_large", f"Input should be a whole number of at most 18 digits (got {given:.3g})"
     if kind == "json_invalid":
         where = f" at character {loc[1]}" if len(loc) > 1 else ""
         reason = (error.get("ctx") or {}).get("error", "malformed")

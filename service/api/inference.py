@@ -17,7 +17,7 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from service.api.errors import ApiError, Loc, body_validation_error, shown
-from service.api.json_reading import loads
+from service.api.json_reading import parse
 from service.api.requests import content_codings
 from service.api.schemas.inference import INPUT_NAME, OUTPUT_NAME, InferRequest
 
@@ -45,14 +45,15 @@ async def read_infer_call(request: Request) -> InferCall:
     declared = request.headers.get("inference-header-content-length")
     if declared is None:
         header, binary = body, b""
-    elif declared.isascii() and declared.isdigit() and int(declared) <= len(body):  # not "²" (isdigit)
+    elif declared.isascii() and declared.isdigit() and 0 < int(declared) <= len(body):  # not "²" (isdigit)
         header, binary = body[:int(declared)], body[int(declared):]
     else:
         raise _bad(("header", "Inference-Header-Content-Length"),
-                   f"{shown(declared)} is not a byte count within the {len(body)}-byte body",
+                   f"{shown(declared)} is not the JSON header's length: a byte count from 1 to the body's "
+                   f"{len(body)}",
                    "invalid_header")
     try:
-        return InferCall(InferRequest.model_validate(loads(header)), binary)
+        return InferCall(InferRequest.model_validate(await parse(header)), binary)
     except ValidationError as exc:
         raise body_validation_error(exc) from None
 

@@ -16,7 +16,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from service.api.errors import ApiError, body_validation_error, shown
-from service.api.json_reading import loads
+from service.api.json_reading import parse
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -94,7 +94,7 @@ def json_body(model: type[Model]) -> Callable[[Request], Coroutine[Any, Any, Mod
         refuse_query_parameters(request)
         check_json_content_type(request)
         check_identity_encoding(request)
-        data = loads(await request.body())
+        data = await parse(await request.body())
         try:
             return model.model_validate(data)
         except ValidationError as exc:

@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+import threading
 
 import pytest
 from fastapi.exceptions import RequestValidationError
@@ -275,3 +276,53 @@ def test_compressed_and_empty_bodies_are_told_so(client, route, body, words):
     answer = client.post(route, content=body, headers={"Content-Type": "application/json"})
     (error,) = answer.json()["detail"]
     assert answer.status_code == 422 and error["field"] == "body" and words in error["msg"], error
+
+
+def post_in_time(client, route, body, seconds=60):
+    """The answer to ``body``, or a failure after ``seconds``: a hang guard, not a timing target."""
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(
+        client.post(route, content=body, headers={"Content-Type": "application/json"})), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert answers, f"no answer within {seconds} s"
+    return answers[0]
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 40 + b'{"a": 1}' + b"]" * 40,  # counting its keys once took 2**depth steps: 2**40
+    b'{"id": "a\\": b", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}",  # deeper than Python recursion goes
+    b"{" + b'"a": {' * 600 + b"}" * 600 + b"}",
+])
+@pytest.mark.parametrize("route", ["/forecast", "/classify", "/v2/models/digits/infer"])
+def test_deep_bodies_are_refused_not_a_500_or_a_stall(client, route, body):
+    answer = post_in_time(client, route, body)
+    assert answer.status_code in (400, 422), answer.text[:300]
+
+
+def test_an_object_with_two_unknown_fields_is_one_error(client):
+    answer = client.post("/forecast", json={"series": [{"times": [0], "values": [[1, 2]], "at": [1], "x": 1,
+                                                        "y": 2}], "z": 3, "w": 4})
+    assert [error["field"] for error in answer.json()["detail"]] == ["series[0].x", "z"]
+
+
+def test_a_long_repeated_key_is_named_cut(client):
+    key = "k" * 100_000
+    body = f'{{"series": [{{{VALID}}}], "{key}": 1, "{key}": 2}}'.encode()
+    answer = client.post("/forecast", content=body, headers={"Content-Type": "application/json"})
+    (error,) = answer.json()["detail"]
+    assert error["type"] == "duplicate_key" and error["field"].startswith("kkk")
+    assert len(answer.content) < 1000
+
+
+def test_a_large_body_is_read_alike_off_the_event_loop(client):
+    padding = ", ".join(['"' + "p" * 50 + '"'] * (2 * json_reading.INLINE_BYTES // 50))
+    body = f'{{"series": [{{{VALID}, "id": "a"}}], "quantiles": [0.5], "quantiles": [{padding}]}}'.encode()
+    assert len(body) > json_reading.INLINE_BYTES
+    headers = {"Content-Type": "application/json"}
+    (error,) = client.post("/forecast", content=body, headers=headers).json()["detail"]
+    assert error["field"] == "quantiles" and error["type"] == "duplicate_key"
+    long_id = "i" * len(body)
+    valid = client.post("/forecast", content=f'{{"series": [{{{VALID}, "id": "{long_id}"}}]}}',
+                        headers=headers)
+    assert valid.status_code == 200 and valid.json()["forecasts"][0]["id"] == long_id

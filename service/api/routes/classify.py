@@ -37,7 +37,7 @@ async def read_classify_input(request: Request, settings: SettingsDep) -> Classi
     check_identity_encoding(request)
     if classifying.body_kind(content_type(request)) == "multipart":
         return await classifying.read_form(request, settings.max_images)
-    return classifying.read_json(await request.body(), settings.max_images)
+    return await classifying.read_json(await request.body(), settings.max_images)
 
 
 @router.post("/classify", response_model=ClassifyResponse, response_class=FastJSONResponse,

@@ -27,8 +27,8 @@ class RequestBody(BaseModel):
     @classmethod
     def _one_unknown_field(cls, data: Any) -> Any:
         fields = cls.__pydantic_fields__  # model_fields, without its deprecation wrapper (4x faster)
-        if not isinstance(data, dict) or len(data) <= len(fields):
-            return data  # at most one unknown field: pydantic names it
+        if not isinstance(data, dict) or data.keys() <= fields.keys():
+            return data
         unknown = next(key for key in data if key not in fields)
         return {**{key: data[key] for key in fields if key in data}, unknown: data[unknown]}
 
