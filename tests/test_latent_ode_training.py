@@ -8,7 +8,7 @@ from latent_fixtures import sine_series, tiny_config
 from service.model.batching import collate
 from service.model.checkpoint import CheckpointError, load_checkpoint
 from service.model.latent_ode import LatentODE
-from service.model.series import Normalization, Series
+from service.model.series import Normalization, Series, constant_channels
 from training.__main__ import main as training_main
 from training.augment import context_count, prefix, subsample, window
 from training.holdout import holdout_split
@@ -177,6 +177,33 @@ def test_values_too_large_to_standardise_are_refused():
     series[1].values[3, 1] = 1e300
     with pytest.raises(ValueError, match="channel 1: its values are too large to standardise"):
         Normalization.fit(series)
+
+
+def scaled(series: list[Series], factor: float) -> list[Series]:
+    return [Series(s.times, s.values * factor, s.id) for s in series]
+
+
+def test_a_channel_of_tiny_values_trains_as_well_as_the_same_channel_in_larger_units():
+    """Values of about 1e-13 (farads) were given std 1: the model learnt nothing, and the
+    validation MSE printed as 0.0000 while forecasts were off by 1e9 times the data's spread."""
+    train_series, val_series = sine_series(8, 10, seed=0), sine_series(3, 10, seed=1)
+    _, metrics = train(tiny_config(epochs=1), train_series, val_series)
+    tiny, tiny_metrics = train(tiny_config(epochs=1), scaled(train_series, 1e-13), scaled(val_series, 1e-13))
+    observed = np.concatenate([s.values for s in train_series])
+    np.testing.assert_allclose(tiny.normalization.std, 1e-13 * np.nanstd(observed, axis=0), rtol=1e-9)
+    assert tiny_metrics["val_mse"] == pytest.approx(metrics["val_mse"], rel=1e-3)
+
+
+def test_a_constant_channel_is_scaled_by_its_magnitude_and_named():
+    """0.3 written two ways (0.1 + 0.2 is 0.30000000000000004) is constant, and so is 0; a
+    spread of one part in 1e10 is not."""
+    times = np.arange(6.0)
+    values = np.stack([np.where(times % 2, 0.3, 0.1 + 0.2), np.zeros(6), 1.7e9 + 0.5 * (times % 3)], axis=1)
+    series = [Series(times, values)]
+    normalization = Normalization.fit(series)
+    assert normalization.std[:2] == pytest.approx((0.3, 1.0), rel=1e-12)
+    assert normalization.std[2] == pytest.approx(np.std(values[:, 2]))
+    assert constant_channels(series) == [0, 1]
 
 
 def test_the_command_line_does_not_overwrite_a_trained_model(tmp_path, capsys):
