@@ -135,11 +135,51 @@ def test_context_count_stays_within_its_fractions():
     (["--device", "tpu9"], "--device 'tpu9' is not a device"),
 ])
 def test_the_command_line_reports_a_users_mistake_in_one_line(tmp_path, capsys, args, words):
+    assert words in refusal(capsys, "--out", str(tmp_path / "run"), "--epochs", "1", *args)
+
+
+def refusal(capsys, *args: str) -> str:
+    """The one-line message with which ``python -m training latent-ode ARGS`` exits 2."""
     with pytest.raises(SystemExit) as exit_:
-        training_main(["latent-ode", "--out", str(tmp_path / "run"), "--epochs", "1", *args])
+        training_main(["latent-ode", *args])
     message = capsys.readouterr().err
-    assert exit_.value.code == 2 and "Traceback" not in message
-    assert message.startswith("python -m training latent-ode: error: ") and words in message
+    assert exit_.value.code == 2 and "Traceback" not in message and message.count("\n") == 1
+    assert message.startswith("python -m training latent-ode: error: ")
+    return message
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--threads", "-1"], "--threads must be from 1 to 1024, got -1 (leave it out for torch's choice)"),
+    (["--threads", "0"], "--threads must be from 1 to 1024, got 0"),
+    (["--threads", "99999999999999999999"], "--threads must be from 1 to 1024"),
+    (["--seed", "-1"], "seed must be from 0 to 18446744073709551615, got -1"),
+    (["--seed", "18446744073709551616"], "seed must be from 0 to 18446744073709551615"),
+    (["--iwae-samples", "99999999999999999999"], "iwae_samples must be from 1 to 256"),
+    (["--val-samples", "1000000000"], "val_samples must be from 1 to 256, got 1000000000"),
+    (["--lr-decay", "3"], "lr_decay must be in (0, 1], got 3.0"),
+    (["--extrap-fraction", "1"], "extrap_fraction must be in (0, 1), got 1.0"),
+])
+def test_flags_out_of_range_are_refused_before_the_data_is_read(tmp_path, capsys, args, words):
+    """They failed with a traceback, a message without the flag's name, an 80 GB allocation
+    after a full epoch, or (lr_decay 3) a diverged run blamed on --lr."""
+    message = refusal(capsys, "--data", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "run"), *args)
+    assert words in message
+
+
+def test_an_unusable_out_is_refused_before_the_data_is_read(tmp_path, capsys):
+    """It was found only when the first epoch's checkpoint was written."""
+    a_file = tmp_path / "a.csv"
+    a_file.write_text("series_id,time,x\n")
+    absent = str(tmp_path / "absent.csv")
+    for out, words in (("", "--out '' does not name a directory of its own"),
+                       (".", "--out '.' does not name a directory of its own"),
+                       (str(a_file), f"--out {a_file}: a file is there"),
+                       (str(a_file / "run"), f"--out {a_file / 'run'}: {a_file} is a file"),
+                       ("/proc/odecast-absent/run", "--out /proc/odecast-absent/run: cannot write in /proc")):
+        assert words in refusal(capsys, "--data", absent, "--out", out)
+    message = refusal(capsys, "--data", absent, "--out", str(tmp_path / "run"), "--resume")
+    assert f"--resume: nothing to resume: {tmp_path / 'run'} holds no earlier run" in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.csv"]  # nothing left behind
 
 
 def test_one_series_far_longer_than_the_rest_is_refused(tmp_path):

@@ -40,8 +40,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from service.model.batching import collate
+from service.model.bounds import whole_number
 from service.model.checkpoint import (
-    CONFIG_FILE,
     TRAIN_STATE_SUFFIX,
     CheckpointError,
     load_checkpoint,
@@ -53,6 +53,7 @@ from service.model.series import Normalization, Series
 from service.model.solver import SolverConfig
 from training import distributed
 from training.augment import prefix, subsample, window
+from training.command_checks import check_out, check_threads
 from training.data.dataset import (
     check_channels_observed,
     check_series,
@@ -75,6 +76,12 @@ ARCHITECTURE = ("encoder", "latent_dim", "encoder_hidden", "encoder_ode_units", 
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+# IWAE and validation samples multiply the memory of every batch (1e9 asked for 80 GB after a full
+# epoch); a served request may draw at most ODECAST_MAX_SAMPLES (default 256), and the sampling
+# error of a bound or a mean falls only as 1/sqrt(samples), so more than this buys nothing.
+MAX_SAMPLES = 256
+# The largest seed torch's generators take (numpy's take any).
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -131,15 +138,19 @@ class TrainConfig:
         """Every setting checked here, before any data is read: a bad flag is refused at once, and
         none can train silently wrong (a negative batch size once trained nothing and saved the
         untrained weights)."""
-        for name in ("spirals_count", "spirals_observed", "epochs", "batch_size", "iwae_samples",
-                     "val_samples", "max_num_steps"):
+        for name in ("spirals_count", "spirals_observed", "epochs", "batch_size", "max_num_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("iwae_samples", "val_samples"):
+            whole_number(name, getattr(self, name), 1, MAX_SAMPLES)
+        whole_number("seed", self.seed, 0, MAX_SEED)
         if self.plot_series < 0:
             raise ValueError(f"plot_series must be 0 or more, got {self.plot_series}")
         for name in ("lr", "lr_decay", "grad_clip", "time_span"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if self.lr_decay > 1:  # the rate is multiplied by it every step: above 1 it grows until it diverges
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not (0 <= self.lr_min <= self.lr and 0 <= self.ema_decay < 1 and self.kl_warmup_epochs >= 0):
             raise ValueError("need 0 <= lr_min <= lr, 0 <= ema_decay < 1 and kl_warmup_epochs >= 0")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
@@ -151,9 +162,11 @@ class TrainConfig:
         if not 0 < self.min_context_fraction <= self.max_context_fraction <= 1:
             raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
                              f"{self.min_context_fraction} and {self.max_context_fraction}")
-        for name in ("min_window_fraction", "min_keep_fraction", "extrap_fraction", "interp_fraction"):
+        for name in ("min_window_fraction", "min_keep_fraction", "interp_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0 < self.extrap_fraction < 1:  # at 1 no series keeps a context to forecast from
+            raise ValueError(f"extrap_fraction must be in (0, 1), got {self.extrap_fraction}")
         self.model_config(num_channels=1)  # the architecture's and the solvers' own checks
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
@@ -393,9 +406,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    if not args.resume and (Path(args.out) / CONFIG_FILE).exists():  # a trained model is not overwritten
-        raise FileExistsError(f"{args.out} already holds a trained model: --resume continues it; to train "
-                              "afresh, pass another --out or delete it")
+    check_out(args.out, args.resume)
+    check_threads(args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = distributed.setup(args.device)
