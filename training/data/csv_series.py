@@ -10,7 +10,10 @@ or an ISO-8601 timestamp in every row. Timestamps are converted to POSIX seconds
 without a zone counts as UTC), a unit is chosen so the median gap within series is between 1
 and about 100 (:func:`service.model.timeunits.choose_unit`), and times are stored in that unit
 since the epoch. Timestamps with and without a zone may not be mixed: a naive time next to
-zoned ones is ambiguous.
+zoned ones is ambiguous. A file whose every time is a whole number of eight digits that is a
+date written YYYYMMDD (20240131) is refused: read as numbers, 20240131 to 20240201 would be a
+gap of 70, but such files are exports of dates; ``2024-01-31`` reads them as dates, and
+``20240131.0`` as the plain numbers they would otherwise be taken for.
 
 A series with a single observation is accepted: it is valid data (it gives the encoder an
 initial state and the normaliser a value), and a trainer that needs more points per series
@@ -24,6 +27,7 @@ checkpoint so a model can be traced to its data.
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import io
 import math
@@ -128,6 +132,23 @@ def _parse_value(text: str, line: int, column: str) -> float:
     raise _fault(line, repr(column), f"{text!r} is not a number")
 
 
+_COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+# Years a YYYYMMDD time is taken for a date in: those of any data a user has, while numeric
+# times (seconds, steps, epoch seconds of 1970-1973) hardly all fall on valid dates in them.
+COMPACT_DATE_YEARS = range(1800, 2200)
+
+
+def _is_compact_date(text: str) -> bool:
+    match = _COMPACT_DATE.fullmatch(text)
+    if match is None or int(match[1]) not in COMPACT_DATE_YEARS:
+        return False
+    try:
+        datetime.date(*(int(part) for part in match.groups()))
+    except ValueError:
+        return False
+    return True
+
+
 _KIND_NAMES = {"number": "a plain number", "zoned": "a timestamp with a time zone",
                "naive": "a timestamp without a time zone"}
 
@@ -138,6 +159,8 @@ class _TimeParser:
     def __init__(self) -> None:
         self.kind: str | None = None   # "number", "zoned" or "naive"
         self.first_line = 0
+        self.first_compact_date: tuple[int, str] | None = None  # (line, text)
+        self.every_time_a_compact_date = True
 
     def __call__(self, text: str, line: int) -> float:
         text = text.strip()
@@ -147,6 +170,10 @@ class _TimeParser:
             kind, seconds = "number", float(text)
             if not math.isfinite(seconds):
                 raise _fault(line, "'time'", f"{text!r} overflows a 64-bit float")
+            if not _is_compact_date(text):
+                self.every_time_a_compact_date = False
+            elif self.first_compact_date is None:
+                self.first_compact_date = (line, text)
         else:
             try:
                 moment = parse_datetime(text)
@@ -161,6 +188,15 @@ class _TimeParser:
             raise _fault(line, "'time'", f"{text!r} is {_KIND_NAMES[kind]}, but line "
                          f"{self.first_line} has {_KIND_NAMES[self.kind]}; use one kind throughout")
         return seconds
+
+    def check_not_all_compact_dates(self) -> None:
+        """Refuse a file whose every time is a date written YYYYMMDD (see the module docstring)."""
+        if self.kind == "number" and self.every_time_a_compact_date and self.first_compact_date:
+            line, text = self.first_compact_date
+            raise _fault(line, "'time'", f"{text!r} and every other time look like dates written YYYYMMDD, "
+                         "which would be read as plain numbers (20240131 to 20240201: a gap of 70); write "
+                         f"them as ISO dates ({text[:4]}-{text[4:6]}-{text[6:]}) to have them read as dates, "
+                         f"or with a decimal point ({text}.0) to have them read as numbers")
 
 
 def _decode(data: bytes) -> str:
@@ -216,6 +252,7 @@ def _load_csv(path: Path) -> CsvDataset:
         by_series.setdefault(series_id, []).append(_Row(line, time, values))
     if not by_series:
         raise _fault(header[0] + 1, None, "the file has a header but no observations")
+    parse_time.check_not_all_compact_dates()
 
     built = {series_id: _build_series(series_id, rows) for series_id, rows in by_series.items()}
     observed = np.zeros(len(channels), dtype=bool)
