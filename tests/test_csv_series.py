@@ -220,3 +220,13 @@ def test_numeric_times_that_are_not_all_dates_load_as_numbers(tmp_path, times):
     data = load_csv(write(tmp_path, "series_id,time,x\n" + rows))
     assert data.time_unit is None
     np.testing.assert_array_equal(data.series[0].times, sorted(float(time) for time in times))
+
+
+def test_ids_that_differ_only_by_surrounding_whitespace_are_refused(tmp_path):
+    """' b' and 'b' were merged into one series, interleaving two series' observations."""
+    path = write(tmp_path, "series_id,time,x\nb,1,1\nb,2,2\n b,3,3\n")
+    with pytest.raises(CsvFormatError, match=r"line 4, column 'series_id': series id ' b' differs from 'b' "
+                                             r"\(line 2\) only by the whitespace around it"):
+        load_csv(path)
+    same = load_csv(write(tmp_path, "series_id,time,x\n b ,1,1\n b ,2,2\n"))
+    assert [s.id for s in same.series] == ["b"]

@@ -15,6 +15,9 @@ date written YYYYMMDD (20240131) is refused: read as numbers, 20240131 to 202402
 gap of 70, but such files are exports of dates; ``2024-01-31`` reads them as dates, and
 ``20240131.0`` as the plain numbers they would otherwise be taken for.
 
+A series id is read without the whitespace around it, but two spellings of one id (``b`` and
+`` b``) are refused, naming both lines: they are as likely two series as one.
+
 A series with a single observation is accepted: it is valid data (it gives the encoder an
 initial state and the normaliser a value), and a trainer that needs more points per series
 can drop it. Two rows of one series at the same instant are rejected, naming both lines.
@@ -238,12 +241,19 @@ def _load_csv(path: Path) -> CsvDataset:
     width = len(REQUIRED_COLUMNS) + len(channels)
     parse_time = _TimeParser()
     by_series: dict[str, list[_Row]] = {}
+    spellings: dict[str, tuple[str, int]] = {}  # each id's cell as first written, and its line
     for line, cells in rows:
         if len(cells) != width:
             raise _fault(line, None, f"{len(cells)} cells, but the header has {width} columns")
         series_id = cells[0].strip()
         if not series_id:
             raise _fault(line, "'series_id'", "empty series id; every row must name its series")
+        first_spelling, first_line = spellings.setdefault(series_id, (cells[0], line))
+        if cells[0] != first_spelling:
+            raise _fault(line, "'series_id'", f"series id {cells[0]!r} differs from {first_spelling!r} (line "
+                         f"{first_line}) only by the whitespace around it, so they would be read as one "
+                         "series; write one series' id the same way on every row, or give two series "
+                         "distinct ids")
         time = parse_time(cells[1], line)
         values = [_parse_value(text, line, name) for text, name in zip(cells[2:], channels, strict=True)]
         if all(math.isnan(value) for value in values):
