@@ -11,6 +11,7 @@ from service.model.latent_ode import LatentODE
 from service.model.series import Normalization, Series, constant_channels
 from training.__main__ import main as training_main
 from training.augment import context_count, prefix, subsample, window
+from training.data.csv_series import load_csv
 from training.holdout import holdout_split
 from training.latent_ode import TrainConfig, state_path, train
 from training.train_state import KIND as STATE_KIND
@@ -210,6 +211,39 @@ def test_held_out_values_beyond_what_a_served_model_reads_are_refused(tmp_path):
                                          r".*training standard deviations from the training mean"):
         train(tiny_config(epochs=1), train_series, val_series, test_series=test_series, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_split_without_a_training_or_a_measurable_validation_series_says_what_the_data_hold():
+    """'need at least one training and one validation series' and 'no validation series is long
+    enough' said neither how many series there were nor what to change."""
+    series = sine_series(5, 10, seed=0)
+    with pytest.raises(ValueError, match=r"the data hold 1 series \(1 training, 0 validation, 0 test\): "
+                                         r"a run needs 2 series or more"):
+        train(tiny_config(epochs=1), series[:1], [])
+    with pytest.raises(ValueError, match=r"the data hold 5 series \(5 training, 0 validation, 0 test\): "
+                                         r"--val-fraction is 0"):
+        train(tiny_config(epochs=1, val_fraction=0), series, [])
+    pairs = [Series(s.times[:2], s.values[:2], s.id) for s in sine_series(2, 10, seed=1)]
+    with pytest.raises(ValueError, match=r"\(with extrap_fraction 0.5, 3 points or more\): the longest of "
+                                         r"the 2 validation series has 2; 5 of all 7 series are: another "
+                                         r"--seed or a larger --val-fraction puts some in validation"):
+        train(tiny_config(epochs=1), series, pairs)
+    fours = [Series(s.times[:4], s.values[:4]) for s in series]
+    with pytest.raises(ValueError, match=r"\(with extrap_fraction 0.75, 5 points or more\): .*; none of all "
+                                         r"7 series is: give longer series"):
+        train(tiny_config(epochs=1, extrap_fraction=0.75), fours, pairs)
+
+
+def test_a_validation_value_beyond_the_training_values_names_its_csv_line(tmp_path):
+    outlier = ("c", 2)  # on line 12: the header, then four rows for each of a, b and c
+    rows = [f"{name},{t},{t % 2 + (500 if (name, t) == outlier else 0)}\n"
+            for name in "abc" for t in range(4)]
+    (tmp_path / "data.csv").write_text("series_id,time,x\n" + "".join(rows))
+    data = load_csv(tmp_path / "data.csv")
+    with pytest.raises(ValueError, match=r"validation series 'c': channel 'x' is 500 at time 2 \(CSV line "
+                                         r"12\), .* check that value; if it is right, the training series "
+                                         r"do not cover it \(another --seed splits differently\)"):
+        train(tiny_config(epochs=1), data.series[:2], data.series[2:], channels=data.channels)
 
 
 def test_values_too_large_to_standardise_are_refused():

@@ -63,9 +63,9 @@ from training.data.dataset import (
     load_dataset,
 )
 from training.data.spirals import split_spirals
-from training.data.splits import split_by_series
+from training.data.splits import check_split, split_by_series
 from training.evaluation import evaluate, future_targets, holdout_targets
-from training.holdout import Holdout, holdout_split
+from training.holdout import Holdout, check_validation_holds_out, holdout_split
 from training.plots import plot_forecasts
 from training.train_state import load_train_state, save_train_state
 
@@ -296,8 +296,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     ``out/state`` after every epoch; ``resume`` continues from that state.
     """
     ctx = ctx or distributed.Context(0, 1, torch.device("cpu"))
-    if not train_series or not val_series:
-        raise ValueError("need at least one training and one validation series")
+    check_split(train_series, val_series, list(test_series), config.val_fraction)
     num_channels = train_series[0].num_channels
     channels = channels or [f"c{i}" for i in range(num_channels)]
     if len(channels) != num_channels:
@@ -327,9 +326,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                  "num_train": len(train_series), "num_val": len(val_series), "num_test": len(test_series)},
         "training": asdict(config), "metrics": {},
     }
+    check_validation_holds_out(val_series, [*train_series, *val_series, *test_series], config.extrap_fraction)
     holdouts = holdouts_of(val_series, config, stream=0)
-    if not holdouts:
-        raise ValueError("no validation series is long enough to hold points out (need 3 or more)")
     val_targets = holdout_targets(holdouts, max_horizon)[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 

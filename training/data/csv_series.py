@@ -45,6 +45,9 @@ from service.model.series import Series
 from service.model.timeunits import choose_unit, parse_datetime, posix_seconds, to_unit
 
 REQUIRED_COLUMNS = ("series_id", "time")
+# The key of each series' ``extra`` that holds the file line of each of its rows, for messages
+# about data that only a later check (a split, a normalisation) finds wrong.
+LINES = "csv_lines"
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -210,7 +213,7 @@ def _decode(data: bytes) -> str:
         raise _fault(line, None, f"not UTF-8 text (byte {exc.start})") from None
 
 
-def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray]:
+def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = sorted(rows, key=lambda row: row.time)
     for earlier, later in zip(rows, rows[1:], strict=False):
         if earlier.time == later.time:
@@ -219,7 +222,7 @@ def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndar
                          f"same time (lines {first} and {second})")
     times = np.array([row.time for row in rows], dtype=np.float64)
     values = np.array([row.values for row in rows], dtype=np.float64)
-    return times, values
+    return times, values, np.array([row.line for row in rows])
 
 
 def load_csv(path: str | Path) -> CsvDataset:
@@ -266,7 +269,7 @@ def _load_csv(path: Path) -> CsvDataset:
 
     built = {series_id: _build_series(series_id, rows) for series_id, rows in by_series.items()}
     observed = np.zeros(len(channels), dtype=bool)
-    for _, values in built.values():
+    for _, values, _ in built.values():
         observed |= ~np.isnan(values).all(axis=0)
     if not observed.all():
         missing = channels[int(np.argmin(observed))]
@@ -274,7 +277,7 @@ def _load_csv(path: Path) -> CsvDataset:
 
     time_unit = None
     if parse_time.kind != "number":
-        time_unit = choose_unit([times for times, _ in built.values()])
-        built = {key: (to_unit(times, time_unit), values) for key, (times, values) in built.items()}
-    series = [Series(times, values, id=series_id) for series_id, (times, values) in built.items()]
+        time_unit = choose_unit([times for times, _, _ in built.values()])
+    series = [Series(times if time_unit is None else to_unit(times, time_unit), values, id=series_id,
+                     extra={LINES: lines}) for series_id, (times, values, lines) in built.items()]
     return CsvDataset(series, channels, time_unit, hashlib.sha256(data).hexdigest())

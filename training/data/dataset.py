@@ -12,7 +12,7 @@ import numpy as np
 
 from service.model.forecaster import MAX_VALUE_SIGMAS, first_outside, value_limits
 from service.model.series import Normalization, Series
-from training.data.csv_series import load_csv
+from training.data.csv_series import LINES, load_csv
 from training.data.spirals import generate_spirals
 
 if TYPE_CHECKING:
@@ -104,9 +104,11 @@ def check_values_covered(normalization: Normalization, groups: dict[str, list[Se
             if outside is not None:
                 row, channel = outside
                 value = s.values[row, channel]
+                line = f" (CSV line {s.extra[LINES][row]})" if LINES in s.extra else ""
                 raise ValueError(
                     f"{where} series {s.id!r}: channel {channels[channel]!r} is {value:.6g} at time "
-                    f"{s.times[row]:.6g}, {abs(value - mean[channel]) / std[channel]:.3g} training standard "
-                    f"deviations from the training mean ({mean[channel]:.6g}, std {std[channel]:.6g}); a "
-                    f"model reads at most {MAX_VALUE_SIGMAS:g}: the training series do not cover this "
-                    "series' values")
+                    f"{s.times[row]:.6g}{line}, {abs(value - mean[channel]) / std[channel]:.3g} training "
+                    f"standard deviations from the training mean ({mean[channel]:.6g}, std "
+                    f"{std[channel]:.6g}); a model reads at most {MAX_VALUE_SIGMAS:g}: check that value; if "
+                    "it is right, the training series do not cover it (another --seed splits differently)")
+
