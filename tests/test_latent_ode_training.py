@@ -213,6 +213,22 @@ def test_held_out_values_beyond_what_a_served_model_reads_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_the_run_says_what_it_trains_on_before_it_starts(capsys):
+    """It printed nothing about the data: a numeric column taken for a channel, the time unit,
+    the split, a constant channel or series left out of the metrics showed only in config.json."""
+    train_series, val_series = sine_series(6, 10, seed=0), sine_series(3, 10, seed=1)
+    for s in train_series:
+        s.values[:, 1] = 2.0
+    too_short = Series([0.0, 1.0], [[0.5, 2.0], [0.4, 2.0]], "too-short")
+    train(tiny_config(epochs=1), train_series, [*val_series, too_short], test_series=[too_short],
+          channels=["a", "b"], time_unit="hours", source="csv:mine.csv")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "data csv:mine.csv: 11 series, channels 'a', 'b', times in hours; 6 training, 4 validation, 1 test; "
+        "1 validation series of fewer than 3 points, left out of the metrics; 1 test series of fewer than 3 "
+        "points, left out of the metrics; channel 'b' is constant (2) in the training series: nothing to "
+        "learn from it")
+
+
 def test_a_split_without_a_training_or_a_measurable_validation_series_says_what_the_data_hold():
     """'need at least one training and one validation series' and 'no validation series is long
     enough' said neither how many series there were nor what to change."""

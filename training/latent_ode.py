@@ -59,6 +59,7 @@ from training.data.dataset import (
     check_series,
     check_spans,
     check_values_covered,
+    describe_data,
     fingerprint,
     load_dataset,
 )
@@ -343,6 +344,9 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                                   f"{was[:12]} -> {now[:12]}); train afresh into another --out")
         start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
     ddp_model = distributed.wrap(model, ctx)
+    if ctx.is_main:
+        groups = {"training": train_series, "validation": val_series, "test": list(test_series)}
+        tqdm.write(describe_data(source, channels, time_unit, groups, normalization, config.extrap_fraction))
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
