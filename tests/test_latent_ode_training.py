@@ -1,12 +1,15 @@
 """The latent-ODE trainer: it learns, it resumes exactly, it validates its inputs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from latent_fixtures import sine_series, tiny_config
 
 from service.model.batching import collate
-from service.model.checkpoint import CheckpointError, load_checkpoint
+from service.model.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint
+from service.model.forecaster import Forecaster
 from service.model.latent_ode import LatentODE
 from service.model.series import Normalization, Series, constant_channels
 from training.__main__ import main as training_main
@@ -69,6 +72,36 @@ def test_resume_continues_exactly(tmp_path, ema_decay):
     fewer = data[0][:-1], data[1]  # the same config, other data: the weights would mix two data sets
     with pytest.raises(CheckpointError, match=r"the data differ"):
         train(tiny_config(epochs=3, **augment), *fewer, out=tmp_path / "split", resume=True)
+
+
+def test_a_checkpoint_is_marked_finished_only_when_its_run_ends(tmp_path, monkeypatch):
+    """An interrupted or failed run leaves its best epoch so far in --out, which a server listed
+    like a finished model; and --resume with no epoch left to train silently did nothing."""
+    data = sine_series(8, 10, seed=0), sine_series(3, 10, seed=1)
+    out = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("training.latent_ode.future_targets", interrupted)  # after the last epoch
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(epochs=2), *data, out=out)
+    unfinished = Forecaster.load(out)
+    assert unfinished.finished is False and "val_future_rmse" not in unfinished.metrics
+    with pytest.raises(ValueError, match=r"--resume: the run in .* has trained 2 epochs, and --epochs "
+                                         r"\(1\) counts them all: pass more than 2 to train on"):
+        train(tiny_config(epochs=1), *data, out=out, resume=True)
+    train(tiny_config(epochs=2), *data, out=out, resume=True)  # no epoch left: the run's end only
+    finished = Forecaster.load(out)
+    assert finished.finished is True and "val_future_rmse" in finished.metrics
+    assert finished.metrics["epoch"] == unfinished.metrics["epoch"]
+    with pytest.raises(ValueError, match=r"has trained 2 epochs, and --epochs \(2\) counts them all"):
+        train(tiny_config(epochs=2), *data, out=out, resume=True)
+    config = json.loads((out / CONFIG_FILE).read_text())
+    del config["finished"]  # as checkpoints were written before the flag
+    (out / CONFIG_FILE).write_text(json.dumps(config))
+    assert Forecaster.load(out).finished is True
 
 
 def test_the_moving_average_is_what_is_validated_and_kept(tmp_path):

@@ -325,7 +325,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         "time_unit": time_unit, "max_horizon": max_horizon,
         "data": {"source": source, "fingerprint": fingerprint([*train_series, *val_series, *test_series]),
                  "num_train": len(train_series), "num_val": len(val_series), "num_test": len(test_series)},
-        "training": asdict(config), "metrics": {},
+        "training": asdict(config), "metrics": {}, "finished": False,  # until the end of the run
     }
     check_validation_holds_out(val_series, [*train_series, *val_series, *test_series], config.extrap_fraction)
     holdouts = holdouts_of(val_series, config, stream=0)
@@ -343,6 +343,9 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
             raise CheckpointError(f"{out}: cannot resume: the data differ from the run's (fingerprint "
                                   f"{was[:12]} -> {now[:12]}); train afresh into another --out")
         start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
+        if start_epoch > config.epochs or start_epoch == config.epochs and saved_config.get("finished", True):
+            raise ValueError(f"--resume: the run in {out} has trained {start_epoch} epochs, and --epochs "
+                             f"({config.epochs}) counts them all: pass more than {start_epoch} to train on")
     ddp_model = distributed.wrap(model, ctx)
     if ctx.is_main:
         groups = {"training": train_series, "validation": val_series, "test": list(test_series)}
@@ -371,6 +374,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         raise ValueError(f"nothing to return: epochs ({config.epochs}) leaves no epoch to train")
 
     model.load_state_dict(best_state)
+    checkpoint_config["finished"] = True  # the model kept, measured on the test series below
     forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
     final_targets = {"val": future_targets(val_series, max_horizon),
                      "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), max_horizon)
