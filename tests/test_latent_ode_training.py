@@ -89,14 +89,15 @@ def test_a_checkpoint_is_marked_finished_only_when_its_run_ends(tmp_path, monkey
             train(tiny_config(epochs=2), *data, out=out)
     unfinished = Forecaster.load(out)
     assert unfinished.finished is False and "val_future_rmse" not in unfinished.metrics
-    with pytest.raises(ValueError, match=r"--resume: the run in .* has trained 2 epochs, and --epochs "
-                                         r"\(1\) counts them all: pass more than 2 to train on"):
+    with pytest.raises(ValueError, match=r"--resume: the run in .* has already trained 2 epochs; --epochs "
+                                         r"counts all of a run's epochs \(here 1\), not more ones: pass more "
+                                         r"than 2 to train on"):
         train(tiny_config(epochs=1), *data, out=out, resume=True)
     train(tiny_config(epochs=2), *data, out=out, resume=True)  # no epoch left: the run's end only
     finished = Forecaster.load(out)
     assert finished.finished is True and "val_future_rmse" in finished.metrics
     assert finished.metrics["epoch"] == unfinished.metrics["epoch"]
-    with pytest.raises(ValueError, match=r"has trained 2 epochs, and --epochs \(2\) counts them all"):
+    with pytest.raises(ValueError, match=r"has already trained 2 epochs; .* \(here 2\)"):
         train(tiny_config(epochs=2), *data, out=out, resume=True)
     config = json.loads((out / CONFIG_FILE).read_text())
     del config["finished"]  # as checkpoints were written before the flag

@@ -344,8 +344,9 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                                   f"{was[:12]} -> {now[:12]}); train afresh into another --out")
         start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
         if start_epoch > config.epochs or start_epoch == config.epochs and saved_config.get("finished", True):
-            raise ValueError(f"--resume: the run in {out} has trained {start_epoch} epochs, and --epochs "
-                             f"({config.epochs}) counts them all: pass more than {start_epoch} to train on")
+            raise ValueError(f"--resume: the run in {out} has already trained {start_epoch} epochs; --epochs "
+                             f"counts all of a run's epochs (here {config.epochs}), not more ones: pass more "
+                             f"than {start_epoch} to train on")
     ddp_model = distributed.wrap(model, ctx)
     if ctx.is_main:
         groups = {"training": train_series, "validation": val_series, "test": list(test_series)}
