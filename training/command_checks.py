@@ -20,9 +20,9 @@ def check_threads(threads: int | None) -> None:
             raise ValueError(f"{exc} (leave it out for torch's choice)") from None
 
 
-def check_out(out: str, resume: bool) -> Path:
-    """``out`` as a path where a checkpoint can be written, holding an earlier run when ``resume``
-    and no trained model otherwise (it is never overwritten).
+def check_out(out: str, resume: bool) -> None:
+    """``out`` names a place where a checkpoint can be written, holding an earlier run when
+    ``resume`` and no trained model otherwise (it is never overwritten).
 
     A checkpoint is written by staging a directory beside ``out`` and renaming it into place, so
     what must be writable is the nearest existing directory above ``out``: it is tried by making
@@ -51,4 +51,3 @@ def check_out(out: str, resume: bool) -> Path:
         Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=nearest)).rmdir()
     except OSError as exc:
         raise ValueError(f"--out {out}: cannot write in {nearest} ({exc.strerror or exc})") from None
-    return path

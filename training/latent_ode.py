@@ -17,11 +17,12 @@ Rubanova et al.'s half, which the Table 2 benchmark uses. Then the validation se
 :mod:`training.holdout` and the current model predicts the held-out points (interpolation MSE)
 and the tail (extrapolation MSE), both in normalised units. The epoch with the lowest
 ``val_mse`` (the mean of the two) is kept in ``OUT`` (a checkpoint directory the server can
-load); with ``ema_decay`` > 0 the weights validated and kept are an exponential moving average
-of the trained ones (:func:`weight_average`); the last training state, for ``--resume``, in
-``OUT.train_state`` beside it, as the MNIST trainer does. At the end the kept model is also
-measured on the test split and, where the source provides a clean future (spirals), by its
-RMSE there; those metrics go into the checkpoint's config, and a Figure-6 style plot next to it.
+load, marked ``finished: false`` until the run ends); with ``ema_decay`` > 0 the weights
+validated and kept are an exponential moving average of the trained ones
+(:func:`weight_average`); the last training state, for ``--resume``, in ``OUT.train_state``
+beside it, as the MNIST trainer does. At the end the kept model is also measured on the test
+split and, where the source provides a clean future (spirals), by its RMSE there; those metrics
+go into the checkpoint's config, and a Figure-6 style plot next to it.
 """
 from __future__ import annotations
 
