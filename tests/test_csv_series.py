@@ -184,3 +184,49 @@ def test_value_faults_say_what_to_do(tmp_path, cell, words):
 def test_a_header_with_another_separator_says_so(tmp_path, separator, name):
     message = fault(tmp_path, separator.join(["series_id", "time", "x"]) + "\ns;1;2\n")
     assert f"separated by {name}, but they must be by commas" in message
+
+
+def test_times_that_are_all_dates_written_yyyymmdd_are_refused(tmp_path):
+    """They were read as plain numbers: 20240131 to 20240201 was a gap of 70, 20240101 to
+    20240102 a gap of 1."""
+    path = write(tmp_path, "series_id,time,x\ns,20240131,1\ns,20240201,2\nt,19991231,3\n")
+    with pytest.raises(CsvFormatError) as fault:
+        load_csv(path)
+    assert str(fault.value) == (
+        f"{path}: line 2, column 'time': '20240131' and every other time look like dates written YYYYMMDD, "
+        "which would be read as plain numbers (20240131 to 20240201: a gap of 70); write them as ISO dates "
+        "(2024-01-31) to have them read as dates, or with a decimal point (20240131.0) to have them read "
+        "as numbers")
+
+
+def test_both_ways_out_of_yyyymmdd_times_read_as_the_message_says(tmp_path):
+    as_numbers = load_csv(write(tmp_path, "series_id,time,x\ns,20240131.0,1\ns,20240201.0,2\n"))
+    assert as_numbers.time_unit is None
+    np.testing.assert_array_equal(as_numbers.series[0].times, [20240131, 20240201])
+    as_dates = load_csv(write(tmp_path, "series_id,time,x\ns,2024-01-31,1\ns,2024-02-01,2\n"))
+    assert as_dates.time_unit == "days" and np.diff(as_dates.series[0].times).tolist() == [1.0]
+
+
+@pytest.mark.parametrize("times", [
+    ("0", "1", "1000"),                          # steps
+    ("1700000000", "1700000060"),                # epoch seconds
+    ("20240131", "20240132"),                    # not every time is a date
+    ("20240131", "20240201.5"),
+    ("17991231", "17991230"),                    # a year before any date taken for one
+    ("10000101", "10000102"),
+])
+def test_numeric_times_that_are_not_all_dates_load_as_numbers(tmp_path, times):
+    rows = "".join(f"s,{time},{value}\n" for value, time in enumerate(times))
+    data = load_csv(write(tmp_path, "series_id,time,x\n" + rows))
+    assert data.time_unit is None
+    np.testing.assert_array_equal(data.series[0].times, sorted(float(time) for time in times))
+
+
+def test_ids_that_differ_only_by_surrounding_whitespace_are_refused(tmp_path):
+    """' b' and 'b' were merged into one series, interleaving two series' observations."""
+    path = write(tmp_path, "series_id,time,x\nb,1,1\nb,2,2\n b,3,3\n")
+    with pytest.raises(CsvFormatError, match=r"line 4, column 'series_id': series id ' b' differs from 'b' "
+                                             r"\(line 2\) only by the whitespace around it"):
+        load_csv(path)
+    same = load_csv(write(tmp_path, "series_id,time,x\n b ,1,1\n b ,2,2\n"))
+    assert [s.id for s in same.series] == ["b"]

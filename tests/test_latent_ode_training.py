@@ -1,16 +1,20 @@
 """The latent-ODE trainer: it learns, it resumes exactly, it validates its inputs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from latent_fixtures import sine_series, tiny_config
 
 from service.model.batching import collate
-from service.model.checkpoint import CheckpointError, load_checkpoint
+from service.model.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint
+from service.model.forecaster import Forecaster
 from service.model.latent_ode import LatentODE
-from service.model.series import Normalization, Series
+from service.model.series import Normalization, Series, constant_channels
 from training.__main__ import main as training_main
 from training.augment import context_count, prefix, subsample, window
+from training.data.csv_series import load_csv
 from training.holdout import holdout_split
 from training.latent_ode import TrainConfig, state_path, train
 from training.train_state import KIND as STATE_KIND
@@ -68,6 +72,37 @@ def test_resume_continues_exactly(tmp_path, ema_decay):
     fewer = data[0][:-1], data[1]  # the same config, other data: the weights would mix two data sets
     with pytest.raises(CheckpointError, match=r"the data differ"):
         train(tiny_config(epochs=3, **augment), *fewer, out=tmp_path / "split", resume=True)
+
+
+def test_a_checkpoint_is_marked_finished_only_when_its_run_ends(tmp_path, monkeypatch):
+    """An interrupted or failed run leaves its best epoch so far in --out, which a server listed
+    like a finished model; and --resume with no epoch left to train silently did nothing."""
+    data = sine_series(8, 10, seed=0), sine_series(3, 10, seed=1)
+    out = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("training.latent_ode.future_targets", interrupted)  # after the last epoch
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(epochs=2), *data, out=out)
+    unfinished = Forecaster.load(out)
+    assert unfinished.finished is False and "val_future_rmse" not in unfinished.metrics
+    with pytest.raises(ValueError, match=r"--resume: the run in .* has already trained 2 epochs; --epochs "
+                                         r"counts all of a run's epochs \(here 1\), not more ones: pass more "
+                                         r"than 2 to train on"):
+        train(tiny_config(epochs=1), *data, out=out, resume=True)
+    train(tiny_config(epochs=2), *data, out=out, resume=True)  # no epoch left: the run's end only
+    finished = Forecaster.load(out)
+    assert finished.finished is True and "val_future_rmse" in finished.metrics
+    assert finished.metrics["epoch"] == unfinished.metrics["epoch"]
+    with pytest.raises(ValueError, match=r"has already trained 2 epochs; .* \(here 2\)"):
+        train(tiny_config(epochs=2), *data, out=out, resume=True)
+    config = json.loads((out / CONFIG_FILE).read_text())
+    del config["finished"]  # as checkpoints were written before the flag
+    (out / CONFIG_FILE).write_text(json.dumps(config))
+    assert Forecaster.load(out).finished is True
 
 
 def test_the_moving_average_is_what_is_validated_and_kept(tmp_path):
@@ -135,11 +170,51 @@ def test_context_count_stays_within_its_fractions():
     (["--device", "tpu9"], "--device 'tpu9' is not a device"),
 ])
 def test_the_command_line_reports_a_users_mistake_in_one_line(tmp_path, capsys, args, words):
+    assert words in refusal(capsys, "--out", str(tmp_path / "run"), "--epochs", "1", *args)
+
+
+def refusal(capsys, *args: str) -> str:
+    """The one-line message with which ``python -m training latent-ode ARGS`` exits 2."""
     with pytest.raises(SystemExit) as exit_:
-        training_main(["latent-ode", "--out", str(tmp_path / "run"), "--epochs", "1", *args])
+        training_main(["latent-ode", *args])
     message = capsys.readouterr().err
-    assert exit_.value.code == 2 and "Traceback" not in message
-    assert message.startswith("python -m training latent-ode: error: ") and words in message
+    assert exit_.value.code == 2 and "Traceback" not in message and message.count("\n") == 1
+    assert message.startswith("python -m training latent-ode: error: ")
+    return message
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--threads", "-1"], "--threads must be from 1 to 1024, got -1 (leave it out for torch's choice)"),
+    (["--threads", "0"], "--threads must be from 1 to 1024, got 0"),
+    (["--threads", "99999999999999999999"], "--threads must be from 1 to 1024"),
+    (["--seed", "-1"], "seed must be from 0 to 18446744073709551615, got -1"),
+    (["--seed", "18446744073709551616"], "seed must be from 0 to 18446744073709551615"),
+    (["--iwae-samples", "99999999999999999999"], "iwae_samples must be from 1 to 256"),
+    (["--val-samples", "1000000000"], "val_samples must be from 1 to 256, got 1000000000"),
+    (["--lr-decay", "3"], "lr_decay must be in (0, 1], got 3.0"),
+    (["--extrap-fraction", "1"], "extrap_fraction must be in (0, 1), got 1.0"),
+])
+def test_flags_out_of_range_are_refused_before_the_data_is_read(tmp_path, capsys, args, words):
+    """They failed with a traceback, a message without the flag's name, an 80 GB allocation
+    after a full epoch, or (lr_decay 3) a diverged run blamed on --lr."""
+    message = refusal(capsys, "--data", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "run"), *args)
+    assert words in message
+
+
+def test_an_unusable_out_is_refused_before_the_data_is_read(tmp_path, capsys):
+    """It was found only when the first epoch's checkpoint was written."""
+    a_file = tmp_path / "a.csv"
+    a_file.write_text("series_id,time,x\n")
+    absent = str(tmp_path / "absent.csv")
+    for out, words in (("", "--out '' does not name a directory of its own"),
+                       (".", "--out '.' does not name a directory of its own"),
+                       (str(a_file), f"--out {a_file}: a file is there"),
+                       (str(a_file / "run"), f"--out {a_file / 'run'}: {a_file} is a file"),
+                       ("/proc/odecast-absent/run", "--out /proc/odecast-absent/run: cannot write in /proc")):
+        assert words in refusal(capsys, "--data", absent, "--out", out)
+    message = refusal(capsys, "--data", absent, "--out", str(tmp_path / "run"), "--resume")
+    assert f"--resume: nothing to resume: {tmp_path / 'run'} holds no earlier run" in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.csv"]  # nothing left behind
 
 
 def test_one_series_far_longer_than_the_rest_is_refused(tmp_path):
@@ -172,11 +247,87 @@ def test_held_out_values_beyond_what_a_served_model_reads_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_the_run_says_what_it_trains_on_before_it_starts(capsys):
+    """It printed nothing about the data: a numeric column taken for a channel, the time unit,
+    the split, a constant channel or series left out of the metrics showed only in config.json."""
+    train_series, val_series = sine_series(6, 10, seed=0), sine_series(3, 10, seed=1)
+    for s in train_series:
+        s.values[:, 1] = 2.0
+    too_short = Series([0.0, 1.0], [[0.5, 2.0], [0.4, 2.0]], "too-short")
+    train(tiny_config(epochs=1), train_series, [*val_series, too_short], test_series=[too_short],
+          channels=["a", "b"], time_unit="hours", source="csv:mine.csv")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "data csv:mine.csv: 11 series, channels 'a', 'b', times in hours; 6 training, 4 validation, 1 test; "
+        "1 validation series of fewer than 3 points, left out of the metrics; 1 test series of fewer than 3 "
+        "points, left out of the metrics; channel 'b' is constant (2) in the training series: nothing to "
+        "learn from it")
+
+
+def test_a_split_without_a_training_or_a_measurable_validation_series_says_what_the_data_hold():
+    """'need at least one training and one validation series' and 'no validation series is long
+    enough' said neither how many series there were nor what to change."""
+    series = sine_series(5, 10, seed=0)
+    with pytest.raises(ValueError, match=r"the data hold 1 series \(1 training, 0 validation, 0 test\): "
+                                         r"a run needs 2 series or more"):
+        train(tiny_config(epochs=1), series[:1], [])
+    with pytest.raises(ValueError, match=r"the data hold 5 series \(5 training, 0 validation, 0 test\): "
+                                         r"--val-fraction is 0"):
+        train(tiny_config(epochs=1, val_fraction=0), series, [])
+    pairs = [Series(s.times[:2], s.values[:2], s.id) for s in sine_series(2, 10, seed=1)]
+    with pytest.raises(ValueError, match=r"\(with extrap_fraction 0.5, 3 points or more\): the longest of "
+                                         r"the 2 validation series has 2; 5 of all 7 series are: another "
+                                         r"--seed or a larger --val-fraction puts some in validation"):
+        train(tiny_config(epochs=1), series, pairs)
+    fours = [Series(s.times[:4], s.values[:4]) for s in series]
+    with pytest.raises(ValueError, match=r"\(with extrap_fraction 0.75, 5 points or more\): .*; none of all "
+                                         r"7 series is: give longer series"):
+        train(tiny_config(epochs=1, extrap_fraction=0.75), fours, pairs)
+
+
+def test_a_validation_value_beyond_the_training_values_names_its_csv_line(tmp_path):
+    outlier = ("c", 2)  # on line 12: the header, then four rows for each of a, b and c
+    rows = [f"{name},{t},{t % 2 + (500 if (name, t) == outlier else 0)}\n"
+            for name in "abc" for t in range(4)]
+    (tmp_path / "data.csv").write_text("series_id,time,x\n" + "".join(rows))
+    data = load_csv(tmp_path / "data.csv")
+    with pytest.raises(ValueError, match=r"validation series 'c': channel 'x' is 500 at time 2 \(CSV line "
+                                         r"12\), .* check that value; if it is right, the training series "
+                                         r"do not cover it \(another --seed splits differently\)"):
+        train(tiny_config(epochs=1), data.series[:2], data.series[2:], channels=data.channels)
+
+
 def test_values_too_large_to_standardise_are_refused():
     series = sine_series(4, 10, seed=0)
     series[1].values[3, 1] = 1e300
     with pytest.raises(ValueError, match="channel 1: its values are too large to standardise"):
         Normalization.fit(series)
+
+
+def scaled(series: list[Series], factor: float) -> list[Series]:
+    return [Series(s.times, s.values * factor, s.id) for s in series]
+
+
+def test_a_channel_of_tiny_values_trains_as_well_as_the_same_channel_in_larger_units():
+    """Values of about 1e-13 (farads) were given std 1: the model learnt nothing, and the
+    validation MSE printed as 0.0000 while forecasts were off by 1e9 times the data's spread."""
+    train_series, val_series = sine_series(8, 10, seed=0), sine_series(3, 10, seed=1)
+    _, metrics = train(tiny_config(epochs=1), train_series, val_series)
+    tiny, tiny_metrics = train(tiny_config(epochs=1), scaled(train_series, 1e-13), scaled(val_series, 1e-13))
+    observed = np.concatenate([s.values for s in train_series])
+    np.testing.assert_allclose(tiny.normalization.std, 1e-13 * np.nanstd(observed, axis=0), rtol=1e-9)
+    assert tiny_metrics["val_mse"] == pytest.approx(metrics["val_mse"], rel=1e-3)
+
+
+def test_a_constant_channel_is_scaled_by_its_magnitude_and_named():
+    """0.3 written two ways (0.1 + 0.2 is 0.30000000000000004) is constant, and so is 0; a
+    spread of one part in 1e10 is not."""
+    times = np.arange(6.0)
+    values = np.stack([np.where(times % 2, 0.3, 0.1 + 0.2), np.zeros(6), 1.7e9 + 0.5 * (times % 3)], axis=1)
+    series = [Series(times, values)]
+    normalization = Normalization.fit(series)
+    assert normalization.std[:2] == pytest.approx((0.3, 1.0), rel=1e-12)
+    assert normalization.std[2] == pytest.approx(np.std(values[:, 2]))
+    assert constant_channels(series) == [0, 1]
 
 
 def test_the_command_line_does_not_overwrite_a_trained_model(tmp_path, capsys):

@@ -29,14 +29,47 @@ class Holdout:
     extrap_values: np.ndarray
 
 
+def can_hold_out(num_points: int, extrap_fraction: float) -> bool:
+    """Whether a series of ``num_points`` leaves both a context and a target to predict."""
+    num_context = num_points - int(np.floor(num_points * extrap_fraction))
+    return num_context >= MIN_CONTEXT and num_points >= MIN_CONTEXT + 1
+
+
+def fewest_points_to_hold_out(extrap_fraction: float) -> int:
+    """The shortest series :func:`can_hold_out` (3 at the default ``extrap_fraction`` 0.5).
+
+    The context keeps ``MIN_CONTEXT`` points once ``n (1 - extrap_fraction) > 1``; the search
+    starts just below that bound, so it takes a few steps for any fraction below 1.
+    """
+    num_points = max(MIN_CONTEXT + 1, int(1 / (1 - extrap_fraction)) - 1)
+    while not can_hold_out(num_points, extrap_fraction):
+        num_points += 1
+    return num_points
+
+
+def check_validation_holds_out(val_series: list[Series], all_series: list[Series],
+                               extrap_fraction: float) -> None:
+    """Some validation series is long enough to measure a model on; the error says how many of
+    all the series are, and how to get one into validation."""
+    if any(can_hold_out(s.times.size, extrap_fraction) for s in val_series):
+        return
+    need = fewest_points_to_hold_out(extrap_fraction)
+    long_enough = sum(can_hold_out(s.times.size, extrap_fraction) for s in all_series)
+    fix = (f"{long_enough} of all {len(all_series)} series are: another --seed or a larger --val-fraction "
+           "puts some in validation" if long_enough else
+           f"none of all {len(all_series)} series is: give longer series")
+    raise ValueError(f"no validation series is long enough to hold points out (with extrap_fraction "
+                     f"{extrap_fraction:g}, {need} points or more): the longest of the {len(val_series)} "
+                     f"validation series has {max(s.times.size for s in val_series)}; {fix}")
+
+
 def holdout_split(series: Series, extrap_fraction: float, interp_fraction: float,
                   rng: np.random.Generator) -> Holdout | None:
     """Split one series; ``None`` when it has too few points to leave a context and a target."""
     n = series.times.size
-    num_tail = int(np.floor(n * extrap_fraction))
-    num_context = n - num_tail
-    if num_context < MIN_CONTEXT or n < MIN_CONTEXT + 1:
+    if not can_hold_out(n, extrap_fraction):
         return None
+    num_context = n - int(np.floor(n * extrap_fraction))
     interior = np.arange(1, num_context - 1)
     num_held = int(round(interior.size * interp_fraction))
     held = np.sort(rng.choice(interior, size=num_held, replace=False))

@@ -17,11 +17,12 @@ Rubanova et al.'s half, which the Table 2 benchmark uses. Then the validation se
 :mod:`training.holdout` and the current model predicts the held-out points (interpolation MSE)
 and the tail (extrapolation MSE), both in normalised units. The epoch with the lowest
 ``val_mse`` (the mean of the two) is kept in ``OUT`` (a checkpoint directory the server can
-load); with ``ema_decay`` > 0 the weights validated and kept are an exponential moving average
-of the trained ones (:func:`weight_average`); the last training state, for ``--resume``, in
-``OUT.train_state`` beside it, as the MNIST trainer does. At the end the kept model is also
-measured on the test split and, where the source provides a clean future (spirals), by its
-RMSE there; those metrics go into the checkpoint's config, and a Figure-6 style plot next to it.
+load, marked ``finished: false`` until the run ends); with ``ema_decay`` > 0 the weights
+validated and kept are an exponential moving average of the trained ones
+(:func:`weight_average`); the last training state, for ``--resume``, in ``OUT.train_state``
+beside it, as the MNIST trainer does. At the end the kept model is also measured on the test
+split and, where the source provides a clean future (spirals), by its RMSE there; those metrics
+go into the checkpoint's config, and a Figure-6 style plot next to it.
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from service.model.batching import collate
+from service.model.bounds import whole_number
 from service.model.checkpoint import (
-    CONFIG_FILE,
     TRAIN_STATE_SUFFIX,
     CheckpointError,
     load_checkpoint,
@@ -53,18 +54,20 @@ from service.model.series import Normalization, Series
 from service.model.solver import SolverConfig
 from training import distributed
 from training.augment import prefix, subsample, window
+from training.command_checks import check_out, check_threads
 from training.data.dataset import (
     check_channels_observed,
     check_series,
     check_spans,
     check_values_covered,
+    describe_data,
     fingerprint,
     load_dataset,
 )
 from training.data.spirals import split_spirals
-from training.data.splits import split_by_series
+from training.data.splits import check_split, split_by_series
 from training.evaluation import evaluate, future_targets, holdout_targets
-from training.holdout import Holdout, holdout_split
+from training.holdout import Holdout, check_validation_holds_out, holdout_split
 from training.plots import plot_forecasts
 from training.train_state import load_train_state, save_train_state
 
@@ -75,6 +78,12 @@ ARCHITECTURE = ("encoder", "latent_dim", "encoder_hidden", "encoder_ode_units", 
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+# IWAE and validation samples multiply the memory of every batch (1e9 asked for 80 GB after a full
+# epoch); a served request may draw at most ODECAST_MAX_SAMPLES (default 256), and the sampling
+# error of a bound or a mean falls only as 1/sqrt(samples), so more than this buys nothing.
+MAX_SAMPLES = 256
+# The largest seed torch's generators take (numpy's take any).
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -131,15 +140,19 @@ class TrainConfig:
         """Every setting checked here, before any data is read: a bad flag is refused at once, and
         none can train silently wrong (a negative batch size once trained nothing and saved the
         untrained weights)."""
-        for name in ("spirals_count", "spirals_observed", "epochs", "batch_size", "iwae_samples",
-                     "val_samples", "max_num_steps"):
+        for name in ("spirals_count", "spirals_observed", "epochs", "batch_size", "max_num_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("iwae_samples", "val_samples"):
+            whole_number(name, getattr(self, name), 1, MAX_SAMPLES)
+        whole_number("seed", self.seed, 0, MAX_SEED)
         if self.plot_series < 0:
             raise ValueError(f"plot_series must be 0 or more, got {self.plot_series}")
         for name in ("lr", "lr_decay", "grad_clip", "time_span"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if self.lr_decay > 1:  # the rate is multiplied by it every step: above 1 it grows until it diverges
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not (0 <= self.lr_min <= self.lr and 0 <= self.ema_decay < 1 and self.kl_warmup_epochs >= 0):
             raise ValueError("need 0 <= lr_min <= lr, 0 <= ema_decay < 1 and kl_warmup_epochs >= 0")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
@@ -151,9 +164,11 @@ class TrainConfig:
         if not 0 < self.min_context_fraction <= self.max_context_fraction <= 1:
             raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
                              f"{self.min_context_fraction} and {self.max_context_fraction}")
-        for name in ("min_window_fraction", "min_keep_fraction", "extrap_fraction", "interp_fraction"):
+        for name in ("min_window_fraction", "min_keep_fraction", "interp_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0 < self.extrap_fraction < 1:  # at 1 no series keeps a context to forecast from
+            raise ValueError(f"extrap_fraction must be in (0, 1), got {self.extrap_fraction}")
         self.model_config(num_channels=1)  # the architecture's and the solvers' own checks
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
@@ -283,8 +298,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     ``out/state`` after every epoch; ``resume`` continues from that state.
     """
     ctx = ctx or distributed.Context(0, 1, torch.device("cpu"))
-    if not train_series or not val_series:
-        raise ValueError("need at least one training and one validation series")
+    check_split(train_series, val_series, list(test_series), config.val_fraction)
     num_channels = train_series[0].num_channels
     channels = channels or [f"c{i}" for i in range(num_channels)]
     if len(channels) != num_channels:
@@ -312,11 +326,10 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         "time_unit": time_unit, "max_horizon": max_horizon,
         "data": {"source": source, "fingerprint": fingerprint([*train_series, *val_series, *test_series]),
                  "num_train": len(train_series), "num_val": len(val_series), "num_test": len(test_series)},
-        "training": asdict(config), "metrics": {},
+        "training": asdict(config), "metrics": {}, "finished": False,  # until the end of the run
     }
+    check_validation_holds_out(val_series, [*train_series, *val_series, *test_series], config.extrap_fraction)
     holdouts = holdouts_of(val_series, config, stream=0)
-    if not holdouts:
-        raise ValueError("no validation series is long enough to hold points out (need 3 or more)")
     val_targets = holdout_targets(holdouts, max_horizon)[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
@@ -331,7 +344,14 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
             raise CheckpointError(f"{out}: cannot resume: the data differ from the run's (fingerprint "
                                   f"{was[:12]} -> {now[:12]}); train afresh into another --out")
         start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
+        if start_epoch > config.epochs or start_epoch == config.epochs and saved_config.get("finished", True):
+            raise ValueError(f"--resume: the run in {out} has already trained {start_epoch} epochs; --epochs "
+                             f"counts all of a run's epochs (here {config.epochs}), not more ones: pass more "
+                             f"than {start_epoch} to train on")
     ddp_model = distributed.wrap(model, ctx)
+    if ctx.is_main:
+        groups = {"training": train_series, "validation": val_series, "test": list(test_series)}
+        tqdm.write(describe_data(source, channels, time_unit, groups, normalization, config.extrap_fraction))
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -356,6 +376,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         raise ValueError(f"nothing to return: epochs ({config.epochs}) leaves no epoch to train")
 
     model.load_state_dict(best_state)
+    checkpoint_config["finished"] = True  # the model kept, measured on the test series below
     forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
     final_targets = {"val": future_targets(val_series, max_horizon),
                      "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), max_horizon)
@@ -393,9 +414,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    if not args.resume and (Path(args.out) / CONFIG_FILE).exists():  # a trained model is not overwritten
-        raise FileExistsError(f"{args.out} already holds a trained model: --resume continues it; to train "
-                              "afresh, pass another --out or delete it")
+    check_out(args.out, args.resume)
+    check_threads(args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = distributed.setup(args.device)

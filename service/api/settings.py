@@ -11,9 +11,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.model.bounds import MAX_TORCH_THREADS
+
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-# More torch threads than this is a typo, not a machine: 100000 made libgomp run out of memory.
-MAX_TORCH_THREADS = 1024
 
 
 class Settings(BaseSettings):

@@ -26,6 +26,8 @@ MAX_SOLVES_PER_PASS = 100
 MAX_WIDTH = 100_000
 # torchdiffeq converts ``max_num_steps`` to int32: anything larger failed at every solve.
 MAX_INT32 = 2**31 - 1
+# More torch threads than this is a typo, not a machine: 100000 made libgomp run out of memory.
+MAX_TORCH_THREADS = 1024
 
 
 def whole_number(name: str, value: object, low: int, high: int) -> int:

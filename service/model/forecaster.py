@@ -127,6 +127,11 @@ class Forecaster:
                              f"got {self.time_unit!r}")
         self.max_horizon = positive_number(f"{name}: max_horizon", config["max_horizon"])
         self.metrics = json_object(config["metrics"], f"{name}: metrics")
+        # False: the best epoch so far of a run that was interrupted, failed or is still going (a
+        # valid model, served, but listed as such); checkpoints older than the flag were finished.
+        self.finished = config.get("finished", True)
+        if not isinstance(self.finished, bool):
+            raise ValueError(f"{name}: finished must be true or false, got {self.finished!r}")
         self._lock = threading.Lock()  # NFE counters live on the model: one prediction at a time
         sizes = (len(self.channels), model.config.num_channels, len(self.normalization.mean))
         if len(set(sizes)) != 1:

@@ -62,22 +62,20 @@ class Normalization:
     def fit(cls, series: list[Series], time_span: float = 1.0) -> Normalization:
         """Scale times so the median series spans ``time_span``; standardise each channel.
 
-        Statistics use observed entries only; a channel never observed (or constant) keeps
-        std 1 so it cannot divide by zero.
+        Statistics use observed entries only. A channel that varies keeps its own std, however
+        small its values (data in farads spread by 1e-13). A constant channel
+        (:func:`constant_channels`) cannot be standardised: its scale is its magnitude ``|mean|``
+        (1 where that is 0), so the values a served model reads (``mean`` +- 100 scales) stay in
+        the data's units. A channel never observed gets mean 0, std 1.
         """
         spans = [s.times[-1] - s.times[0] for s in series if s.times.size > 1]
         median_span = float(np.median(spans)) if spans else 0.0
         time_scale = median_span / time_span if median_span > 0 else 1.0
-        values = np.concatenate([s.values for s in series], axis=0)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(values, axis=0)
-            std = np.nanstd(values, axis=0)
-        overflowed = np.flatnonzero(np.isinf(mean) | np.isinf(std))
-        if overflowed.size:  # not a channel without observations (NaN): values such as 1e300
-            raise ValueError(f"channel {int(overflowed[0])}: its values are too large to standardise (their "
-                             "mean or std overflows a float); check for values such as 1e300")
+        mean, std = _channel_statistics(series)
+        constant = _is_constant(mean, std)
+        magnitude = np.where(np.abs(mean) > 0, np.abs(mean), 1.0)
+        std = np.where(constant, magnitude, np.where(np.isfinite(std), std, 1.0))
         mean = np.where(np.isfinite(mean), mean, 0.0)
-        std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
         return cls(time_scale, tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
     def times(self, times: np.ndarray) -> np.ndarray:
@@ -114,3 +112,35 @@ class Normalization:
                 raise ValueError(f"normalization.mean[{channel}] must be finite, got {mean!r}")
             positive_number(f"normalization.std[{channel}]", std)
         return norm
+
+
+# A channel whose std is at most this fraction of its mean's magnitude is constant. Identical
+# values give a computed std of float64 rounding, about 1e-16 of the mean (or exactly 0); values
+# that differ only by rounding (0.3 and 0.1 + 0.2 = 0.30000000000000004) give the same. Their
+# std as a scale would make a served model refuse any value more than ~1e-14 of the mean away.
+# 1e-12 is well above that noise, and below any spread written with fewer than 12 significant
+# digits, so a channel that really varies (3e-13 +- 7e-14; 1.7e9 +- 0.5) keeps its own std.
+CONSTANT_RELATIVE_STD = 1e-12
+
+
+def _channel_statistics(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the mean and std of the observed entries (NaN for a channel never observed)."""
+    values = np.concatenate([s.values for s in series], axis=0)
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+    overflowed = np.flatnonzero(np.isinf(mean) | np.isinf(std))
+    if overflowed.size:  # not a channel without observations (NaN): values such as 1e300
+        raise ValueError(f"channel {int(overflowed[0])}: its values are too large to standardise (their "
+                         "mean or std overflows a float); check for values such as 1e300")
+    return mean, std
+
+
+def _is_constant(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return np.isfinite(std) & (std <= CONSTANT_RELATIVE_STD * np.abs(mean))
+
+
+def constant_channels(series: list[Series]) -> list[int]:
+    """The channels :meth:`Normalization.fit` finds constant in ``series`` and scales by their
+    magnitude: a trainer reports them, since such a channel teaches a model nothing."""
+    return [int(c) for c in np.flatnonzero(_is_constant(*_channel_statistics(series)))]

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.api.logs import JsonFormatter, configure_logging, request_id_var, stop_background_writer
 from service.api.settings import Settings
+from service.model.checkpoint import CONFIG_FILE
 
 BROKEN = {"tampered": "does not match", "foreign": "kind 'gpt'", "garbled": "not valid JSON"}
 
@@ -68,6 +69,24 @@ def test_model_list_shows_every_checkpoint_and_its_error(client):
     for name, reason in BROKEN.items():
         assert not models[name]["ready"] and models[name]["version"] is None
         assert reason in models[name]["error"]
+
+
+def test_a_checkpoint_of_an_unfinished_run_is_served_and_listed_as_unfinished(models_dir, make_client):
+    """An interrupted run's checkpoint was listed ready like a finished model, nothing marking it."""
+    for name, finished in (("unfinished", False), ("misflagged", "no")):
+        shutil.copytree(models_dir / "tiny", models_dir / name)
+        config = json.loads((models_dir / name / CONFIG_FILE).read_text())
+        (models_dir / name / CONFIG_FILE).write_text(json.dumps({**config, "finished": finished}))
+    client = make_client()
+    models = {m["name"]: m for m in client.get("/models").json()["models"]}
+    assert models["unfinished"]["ready"] and models["unfinished"]["finished"] is False
+    assert models["tiny"]["finished"] is True  # written before the flag existed: a finished run
+    assert models["digits"]["finished"] is None
+    misflagged = models["misflagged"]
+    assert not misflagged["ready"] and "finished must be true or false" in misflagged["error"]
+    series = [{"times": [0, 1], "values": [[1, 2], [1, 2]], "at": [2]}]
+    answer = client.post("/forecast", json={"model": "unfinished", "series": series})
+    assert answer.status_code == 200
 
 
 def test_oip_model_metadata_and_readiness(client):

@@ -10,7 +10,13 @@ or an ISO-8601 timestamp in every row. Timestamps are converted to POSIX seconds
 without a zone counts as UTC), a unit is chosen so the median gap within series is between 1
 and about 100 (:func:`service.model.timeunits.choose_unit`), and times are stored in that unit
 since the epoch. Timestamps with and without a zone may not be mixed: a naive time next to
-zoned ones is ambiguous.
+zoned ones is ambiguous. A file whose every time is a whole number of eight digits that is a
+date written YYYYMMDD (20240131) is refused: read as numbers, 20240131 to 20240201 would be a
+gap of 70, but such files are exports of dates; ``2024-01-31`` reads them as dates, and
+``20240131.0`` as the plain numbers they would otherwise be taken for.
+
+A series id is read without the whitespace around it, but two spellings of one id (``b`` and
+`` b``) are refused, naming both lines: they are as likely two series as one.
 
 A series with a single observation is accepted: it is valid data (it gives the encoder an
 initial state and the normaliser a value), and a trainer that needs more points per series
@@ -24,6 +30,7 @@ checkpoint so a model can be traced to its data.
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import io
 import math
@@ -38,6 +45,9 @@ from service.model.series import Series
 from service.model.timeunits import choose_unit, parse_datetime, posix_seconds, to_unit
 
 REQUIRED_COLUMNS = ("series_id", "time")
+# The key of each series' ``extra`` that holds the file line of each of its rows, for messages
+# about data that only a later check (a split, a normalisation) finds wrong.
+LINES = "csv_lines"
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -128,6 +138,23 @@ def _parse_value(text: str, line: int, column: str) -> float:
     raise _fault(line, repr(column), f"{text!r} is not a number")
 
 
+_COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+# Years a YYYYMMDD time is taken for a date in: those of any data a user has, while numeric
+# times (seconds, steps, epoch seconds of 1970-1973) hardly all fall on valid dates in them.
+COMPACT_DATE_YEARS = range(1800, 2200)
+
+
+def _is_compact_date(text: str) -> bool:
+    match = _COMPACT_DATE.fullmatch(text)
+    if match is None or int(match[1]) not in COMPACT_DATE_YEARS:
+        return False
+    try:
+        datetime.date(*(int(part) for part in match.groups()))
+    except ValueError:
+        return False
+    return True
+
+
 _KIND_NAMES = {"number": "a plain number", "zoned": "a timestamp with a time zone",
                "naive": "a timestamp without a time zone"}
 
@@ -138,6 +165,8 @@ class _TimeParser:
     def __init__(self) -> None:
         self.kind: str | None = None   # "number", "zoned" or "naive"
         self.first_line = 0
+        self.first_compact_date: tuple[int, str] | None = None  # (line, text)
+        self.every_time_a_compact_date = True
 
     def __call__(self, text: str, line: int) -> float:
         text = text.strip()
@@ -147,6 +176,10 @@ class _TimeParser:
             kind, seconds = "number", float(text)
             if not math.isfinite(seconds):
                 raise _fault(line, "'time'", f"{text!r} overflows a 64-bit float")
+            if not _is_compact_date(text):
+                self.every_time_a_compact_date = False
+            elif self.first_compact_date is None:
+                self.first_compact_date = (line, text)
         else:
             try:
                 moment = parse_datetime(text)
@@ -162,6 +195,15 @@ class _TimeParser:
                          f"{self.first_line} has {_KIND_NAMES[self.kind]}; use one kind throughout")
         return seconds
 
+    def check_not_all_compact_dates(self) -> None:
+        """Refuse a file whose every time is a date written YYYYMMDD (see the module docstring)."""
+        if self.kind == "number" and self.every_time_a_compact_date and self.first_compact_date:
+            line, text = self.first_compact_date
+            raise _fault(line, "'time'", f"{text!r} and every other time look like dates written YYYYMMDD, "
+                         "which would be read as plain numbers (20240131 to 20240201: a gap of 70); write "
+                         f"them as ISO dates ({text[:4]}-{text[4:6]}-{text[6:]}) to have them read as dates, "
+                         f"or with a decimal point ({text}.0) to have them read as numbers")
+
 
 def _decode(data: bytes) -> str:
     try:
@@ -171,7 +213,7 @@ def _decode(data: bytes) -> str:
         raise _fault(line, None, f"not UTF-8 text (byte {exc.start})") from None
 
 
-def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray]:
+def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = sorted(rows, key=lambda row: row.time)
     for earlier, later in zip(rows, rows[1:], strict=False):
         if earlier.time == later.time:
@@ -180,7 +222,7 @@ def _build_series(series_id: str, rows: list[_Row]) -> tuple[np.ndarray, np.ndar
                          f"same time (lines {first} and {second})")
     times = np.array([row.time for row in rows], dtype=np.float64)
     values = np.array([row.values for row in rows], dtype=np.float64)
-    return times, values
+    return times, values, np.array([row.line for row in rows])
 
 
 def load_csv(path: str | Path) -> CsvDataset:
@@ -202,12 +244,19 @@ def _load_csv(path: Path) -> CsvDataset:
     width = len(REQUIRED_COLUMNS) + len(channels)
     parse_time = _TimeParser()
     by_series: dict[str, list[_Row]] = {}
+    spellings: dict[str, tuple[str, int]] = {}  # each id's cell as first written, and its line
     for line, cells in rows:
         if len(cells) != width:
             raise _fault(line, None, f"{len(cells)} cells, but the header has {width} columns")
         series_id = cells[0].strip()
         if not series_id:
             raise _fault(line, "'series_id'", "empty series id; every row must name its series")
+        first_spelling, first_line = spellings.setdefault(series_id, (cells[0], line))
+        if cells[0] != first_spelling:
+            raise _fault(line, "'series_id'", f"series id {cells[0]!r} differs from {first_spelling!r} (line "
+                         f"{first_line}) only by the whitespace around it, so they would be read as one "
+                         "series; write one series' id the same way on every row, or give two series "
+                         "distinct ids")
         time = parse_time(cells[1], line)
         values = [_parse_value(text, line, name) for text, name in zip(cells[2:], channels, strict=True)]
         if all(math.isnan(value) for value in values):
@@ -216,10 +265,11 @@ def _load_csv(path: Path) -> CsvDataset:
         by_series.setdefault(series_id, []).append(_Row(line, time, values))
     if not by_series:
         raise _fault(header[0] + 1, None, "the file has a header but no observations")
+    parse_time.check_not_all_compact_dates()
 
     built = {series_id: _build_series(series_id, rows) for series_id, rows in by_series.items()}
     observed = np.zeros(len(channels), dtype=bool)
-    for _, values in built.values():
+    for _, values, _ in built.values():
         observed |= ~np.isnan(values).all(axis=0)
     if not observed.all():
         missing = channels[int(np.argmin(observed))]
@@ -227,7 +277,7 @@ def _load_csv(path: Path) -> CsvDataset:
 
     time_unit = None
     if parse_time.kind != "number":
-        time_unit = choose_unit([times for times, _ in built.values()])
-        built = {key: (to_unit(times, time_unit), values) for key, (times, values) in built.items()}
-    series = [Series(times, values, id=series_id) for series_id, (times, values) in built.items()]
+        time_unit = choose_unit([times for times, _, _ in built.values()])
+    series = [Series(times if time_unit is None else to_unit(times, time_unit), values, id=series_id,
+                     extra={LINES: lines}) for series_id, (times, values, lines) in built.items()]
     return CsvDataset(series, channels, time_unit, hashlib.sha256(data).hexdigest())

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.model.forecaster import MAX_VALUE_SIGMAS, first_outside, value_limits
-from service.model.series import Normalization, Series
-from training.data.csv_series import load_csv
+from service.model.series import Normalization, Series, constant_channels
+from training.data.csv_series import LINES, load_csv
 from training.data.spirals import generate_spirals
+from training.holdout import can_hold_out, fewest_points_to_hold_out
 
 if TYPE_CHECKING:
     from training.latent_ode import TrainConfig
@@ -104,9 +105,29 @@ def check_values_covered(normalization: Normalization, groups: dict[str, list[Se
             if outside is not None:
                 row, channel = outside
                 value = s.values[row, channel]
+                line = f" (CSV line {s.extra[LINES][row]})" if LINES in s.extra else ""
                 raise ValueError(
                     f"{where} series {s.id!r}: channel {channels[channel]!r} is {value:.6g} at time "
-                    f"{s.times[row]:.6g}, {abs(value - mean[channel]) / std[channel]:.3g} training standard "
-                    f"deviations from the training mean ({mean[channel]:.6g}, std {std[channel]:.6g}); a "
-                    f"model reads at most {MAX_VALUE_SIGMAS:g}: the training series do not cover this "
-                    "series' values")
+                    f"{s.times[row]:.6g}{line}, {abs(value - mean[channel]) / std[channel]:.3g} training "
+                    f"standard deviations from the training mean ({mean[channel]:.6g}, std "
+                    f"{std[channel]:.6g}); a model reads at most {MAX_VALUE_SIGMAS:g}: check that value; if "
+                    "it is right, the training series do not cover it (another --seed splits differently)")
+
+
+def describe_data(source: str, channels: list[str], time_unit: str | None, groups: dict[str, list[Series]],
+                  normalization: Normalization, extrap_fraction: float) -> str:
+    """One line on what a run trains on, printed before it starts: a numeric column that became a
+    channel, a time unit, a split or a constant channel that is not what the user meant shows
+    here, not in the metrics after training."""
+    times = f"times in {time_unit}" if time_unit else "times as plain numbers"
+    parts = [f"data {source}: {sum(map(len, groups.values()))} series, channels "
+             f"{', '.join(map(repr, channels))}, {times}; "
+             + ", ".join(f"{len(group)} {where}" for where, group in groups.items())]
+    for where in ("validation", "test"):
+        short = sum(not can_hold_out(s.times.size, extrap_fraction) for s in groups[where])
+        if short:
+            parts.append(f"{short} {where} series of fewer than {fewest_points_to_hold_out(extrap_fraction)} "
+                         "points, left out of the metrics")
+    parts += [f"channel {channels[c]!r} is constant ({normalization.mean[c]:.6g}) in the training series: "
+              "nothing to learn from it" for c in constant_channels(groups["training"])]
+    return "; ".join(parts)

@@ -44,3 +44,19 @@ def split_by_series(series: list[Series], val_fraction: float, test_fraction: fl
     train_index = np.sort(order[val_size + test_size:])
     return ([series[i] for i in train_index], [series[i] for i in val_index],
             [series[i] for i in test_index])
+
+
+def check_split(train: list[Series], val: list[Series], test: list[Series], val_fraction: float) -> None:
+    """A run needs a training and a validation series; the error says what the data hold and how
+    to get both."""
+    if train and val:
+        return
+    total = len(train) + len(val) + len(test)
+    if total < 2:
+        fix = "a run needs 2 series or more (each series_id is one series): add series"
+    elif not val and val_fraction == 0:
+        fix = "--val-fraction is 0: raise it so that some series validate"
+    else:
+        fix = "split them so that both groups get one"
+    raise ValueError(f"need at least one training and one validation series; the data hold {total} series "
+                     f"({len(train)} training, {len(val)} validation, {len(test)} test): {fix}")

@@ -28,6 +28,10 @@ class ModelInfo(BaseModel):
                                                                    "lowest and highest observed value "
                                                                    "they read.")
     architecture: str | None = Field(None, description="Classifiers: odenet, rknet, resnet or mlp.")
+    finished: bool | None = Field(None, description="Forecasters: whether their training run ended; "
+                                                    "false: the best epoch so far of a run that was "
+                                                    "interrupted, failed or is still going (served all "
+                                                    "the same; its metrics lack the test measures).")
 
     @classmethod
     def of(cls, entry: ModelEntry) -> ModelInfo:
@@ -36,7 +40,7 @@ class ModelInfo(BaseModel):
                    version=model.version if model else None, metrics=model.metrics if model else {})
         if entry.ready and entry.kind == forecaster.KIND:
             info.channels, info.time_unit = model.channels, model.time_unit
-            info.max_horizon = model.max_horizon
+            info.max_horizon, info.finished = model.max_horizon, model.finished
             low, high = model.value_limits
             info.value_limits = [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
         if entry.ready and entry.kind == classifier.KIND:
