@@ -75,8 +75,17 @@ def test_resume_refuses_another_architecture(tmp_path, data_dir):
 
 
 def test_resume_without_state(tmp_path, data_dir):
-    with pytest.raises(FileNotFoundError, match="no training state"):
+    with pytest.raises(ValueError, match="nothing to resume"):
         train(common(data_dir, tmp_path / "none") + ["--resume"])
+
+
+def test_a_trained_model_is_not_overwritten(tmp_path, data_dir):
+    out = tmp_path / "mlp"
+    train(common(data_dir, out, epochs=1))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a trained model"):
+        train(common(data_dir, out, epochs=1) + ["--lr", "0.5"])
+    assert (out / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.parametrize(("gradient", "backward_nfe"), [("direct", False), ("checkpointed", True)])
@@ -128,6 +137,10 @@ def test_presets_and_flags():
     (["--momentum", "0"], "nesterov needs a momentum above 0"),
     (["--model", "odenet", "--tol", "nan"], "tol must be a finite number above 0, got nan"),
     (["--batch-size", "500"], "batch_size 500 is larger than the 96 training images"),
+    (["--threads", "5000"], "--threads"),   # libgomp started 5000 threads on 2 CPUs
+    (["--seed", "-1"], "seed must be"),
+    (["--seed", str(2**64)], "seed must be"),
+    (["--out", ""], "--out ''"),               # trained an epoch, then "has an empty name"
 ])
 def test_bad_flags_are_refused_in_one_line_before_training(tmp_path, data_dir, capsys, args, words):
     out = tmp_path / "model"

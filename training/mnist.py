@@ -32,11 +32,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from service.model.bounds import whole_number
 from service.model.checkpoint import TRAIN_STATE_SUFFIX, load_checkpoint, load_state_strict, save_checkpoint
 from service.model.classifier import KIND
 from service.model.mnist_nets import ARCHITECTURES, build_classifier, complete_architecture, parameter_count
 from service.model.odenet import GRADIENT_MODES
 from training import distributed
+from training.command_checks import MAX_SEED, check_out, check_threads
 from training.data.mnist_idx import fingerprint, load_split, random_crop, to_tensor
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -78,11 +80,12 @@ class TrainConfig:
         """Every setting checked before any data is read, as the latent-ODE trainer does: a bad
         flag is refused at once with its name, and none trains silently wrong (a negative batch
         size once trained nothing and saved the untrained weights)."""
-        for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches",
-                     "threads"):
+        for name in ("epochs", "batch_size", "test_batch_size", "limit_train_batches", "limit_test_batches"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        check_threads(self.threads)
+        whole_number("seed", self.seed, 0, MAX_SEED)
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be 0 or more, got {self.crop_padding}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -221,6 +224,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
+    check_out(config.out, config.resume)
     if config.threads:
         torch.set_num_threads(config.threads)
     ctx = distributed.setup(config.device)
