@@ -8,7 +8,7 @@ import torch
 from latent_fixtures import sine_series, tiny_config
 
 from service.model.batching import collate
-from service.model.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint
+from service.model.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from service.model.forecaster import Forecaster
 from service.model.latent_ode import LatentODE
 from service.model.series import Normalization, Series, constant_channels
@@ -18,6 +18,7 @@ from training.data.csv_series import load_csv
 from training.holdout import holdout_split
 from training.latent_ode import TrainConfig, state_path, train
 from training.train_state import KIND as STATE_KIND
+from training.train_state import save_train_state
 
 torch.set_num_threads(1)
 
@@ -99,6 +100,13 @@ def test_a_checkpoint_is_marked_finished_only_when_its_run_ends(tmp_path, monkey
     assert finished.metrics["epoch"] == unfinished.metrics["epoch"]
     with pytest.raises(ValueError, match=r"has already trained 2 epochs; .* \(here 2\)"):
         train(tiny_config(epochs=2), *data, out=out, resume=True)
+    with monkeypatch.context() as patch:  # a finished run continued, and stopped before its next epoch ends
+        patch.setattr("training.latent_ode.train_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(epochs=3), *data, out=out, resume=True)
+    assert Forecaster.load(out).finished is False  # it said true, and then refused to be resumed
+    train(tiny_config(epochs=2), *data, out=out, resume=True)  # ends it again
+    assert Forecaster.load(out).finished is True
     config = json.loads((out / CONFIG_FILE).read_text())
     del config["finished"]  # as checkpoints were written before the flag
     (out / CONFIG_FILE).write_text(json.dumps(config))
@@ -215,6 +223,22 @@ def test_an_unusable_out_is_refused_before_the_data_is_read(tmp_path, capsys):
     message = refusal(capsys, "--data", absent, "--out", str(tmp_path / "run"), "--resume")
     assert f"--resume: nothing to resume: {tmp_path / 'run'} holds no earlier run" in message
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.csv"]  # nothing left behind
+    # '--out runs' for '--out runs/my-model': the checkpoint would have replaced runs/ and its models
+    (tmp_path / "runs" / "older-model").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "runs" / "older-model")
+    for out, words in ((tmp_path / "runs", "a directory that holds other things and no checkpoint"),
+                       (tmp_path / "link", "is a symbolic link")):
+        assert words in refusal(capsys, "--data", absent, "--out", str(out))
+    assert (tmp_path / "runs" / "older-model").is_dir()
+
+
+def test_a_checkpoint_never_replaces_a_directory_holding_other_things(tmp_path):
+    """The trainers check --out first; this is the last guard: a save kept only plain files."""
+    (tmp_path / "runs" / "older-model").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="holds 'older-model', which is no part of a checkpoint"):
+        save_checkpoint(tmp_path / "runs", "latent_ode", {"w": torch.zeros(1)}, {})
+    assert (tmp_path / "runs" / "older-model").is_dir()
+    assert [path.name for path in tmp_path.iterdir()] == ["runs"]  # no staging directory left
 
 
 def test_one_series_far_longer_than_the_rest_is_refused(tmp_path):
@@ -298,7 +322,7 @@ def test_a_validation_value_beyond_the_training_values_names_its_csv_line(tmp_pa
 
 def test_values_too_large_to_standardise_are_refused():
     series = sine_series(4, 10, seed=0)
-    series[1].values[3, 1] = 1e300
+    series[1].values[3, 1] = 1.7e308
     with pytest.raises(ValueError, match="channel 1: its values are too large to standardise"):
         Normalization.fit(series)
 
@@ -330,6 +354,20 @@ def test_a_constant_channel_is_scaled_by_its_magnitude_and_named():
     assert constant_channels(series) == [0, 1]
 
 
+@pytest.mark.parametrize(("offset", "factor"), [
+    (1e15, 100.0),   # one part in 1e13: was taken for constant, forecasts off by 3e12
+    (0.0, 1e-170),   # its squares underflow to 0: was taken for constant
+    (0.0, 1e200),    # its squares overflow: was refused as too large
+])
+def test_a_channel_that_varies_keeps_its_own_spread_at_any_magnitude(offset, factor):
+    series = [Series(s.times, offset + factor * s.values, s.id) for s in sine_series(4, 10, seed=0)]
+    observed = np.concatenate([s.values for s in sine_series(4, 10, seed=0)])
+    normalization = Normalization.fit(series)
+    expected = factor * np.nanstd(observed, axis=0)  # near 1e15 floats are 0.125 apart: rtol 1e-3
+    np.testing.assert_allclose(normalization.std, expected, rtol=1e-3)
+    assert constant_channels(series) == []
+
+
 def test_the_command_line_does_not_overwrite_a_trained_model(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -346,3 +384,30 @@ def test_data_spirals_beside_a_file_named_spirals_asks_which(tmp_path, monkeypat
     with pytest.raises(SystemExit):
         training_main(["latent-ode", "--data", "spirals", "--out", str(tmp_path / "run"), "--epochs", "1"])
     assert "pass ./spirals to train on the file" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_kept_weights_metrics_when_the_state_lags(tmp_path, monkeypatch):
+    """A Ctrl-C between an epoch's checkpoint and its training state left the checkpoint an epoch
+    ahead; --resume then ended the run with epoch 2's weights labelled with epoch 1's metrics."""
+    data = sine_series(8, 10, seed=0), sine_series(3, 10, seed=1)
+    out = tmp_path / "run"
+
+    def save_once(path, model, optimizer, config, epoch, *args):
+        if epoch > 1:
+            raise KeyboardInterrupt
+        save_train_state(path, model, optimizer, config, epoch, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr("training.latent_ode.save_train_state", save_once)
+        patch.setattr("training.latent_ode.score", lambda metrics: -metrics["epoch"])  # each epoch better
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(epochs=2), *data, out=out)
+    _, ahead = load_checkpoint(out, kind="latent_ode")
+    assert json.loads((out / CONFIG_FILE).read_text())["metrics"]["epoch"] == 2
+    with monkeypatch.context() as patch:
+        patch.setattr("training.latent_ode.score", lambda metrics: -metrics["epoch"])  # each epoch better
+        train(tiny_config(epochs=1), *data, out=out, resume=True)  # no epoch left: the run's end
+    _, kept = load_checkpoint(out, kind="latent_ode")
+    assert Forecaster.load(out).metrics["epoch"] == 2
+    for name, tensor in ahead.items():
+        torch.testing.assert_close(kept[name], tensor, rtol=0, atol=0)

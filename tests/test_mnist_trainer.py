@@ -79,6 +79,11 @@ def test_resume_without_state(tmp_path, data_dir):
         train(common(data_dir, tmp_path / "none") + ["--resume"])
 
 
+def test_the_largest_seed_trains(tmp_path, data_dir):
+    train(common(data_dir, tmp_path / "mlp", epochs=1) + ["--seed", str(2**64 - 1)])
+    assert (tmp_path / "mlp" / "config.json").is_file()
+
+
 def test_a_trained_model_is_not_overwritten(tmp_path, data_dir):
     out = tmp_path / "mlp"
     train(common(data_dir, out, epochs=1))

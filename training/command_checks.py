@@ -26,7 +26,8 @@ def check_threads(threads: int | None) -> None:
 
 def check_out(out: str, resume: bool) -> None:
     """``out`` names a place where a checkpoint can be written, holding an earlier run when
-    ``resume`` and no trained model otherwise (it is never overwritten).
+    ``resume`` and no trained model otherwise (it is never overwritten), nor anything else: a
+    checkpoint replaces its directory.
 
     A checkpoint is written by staging a directory beside ``out`` and renaming it into place, so
     what must be writable is the nearest existing directory above ``out``: it is tried by making
@@ -37,9 +38,14 @@ def check_out(out: str, resume: bool) -> None:
     if path.name in ("", ".", ".."):
         raise ValueError(f"--out {out!r} does not name a directory of its own: give the checkpoint "
                          "directory to write, e.g. runs/my-model")
+    if path.is_symlink():  # the checkpoint would replace the link, not what it points to
+        raise ValueError(f"--out {out} is a symbolic link: give the directory it stands for")
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {out}: a file is there; the checkpoint is a directory: pass another --out")
     trained = (path / CONFIG_FILE).exists()
+    if path.is_dir() and not trained and any(path.iterdir()):  # '--out runs' for '--out runs/my-model'
+        raise ValueError(f"--out {out}: a directory that holds other things and no checkpoint; a checkpoint "
+                         "replaces its directory, so give a new or empty one, e.g. runs/my-model")
     if resume and not trained:
         raise ValueError(f"--resume: nothing to resume: {out} holds no earlier run (no {CONFIG_FILE}); "
                          "leave out --resume to train afresh, or pass the --out of the earlier run")

@@ -342,10 +342,15 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
             raise CheckpointError(f"{out}: cannot resume: the data differ from the run's (fingerprint "
                                   f"{was[:12]} -> {now[:12]}); train afresh into another --out")
         start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
+        # The kept weights' own metrics: a Ctrl-C between the two saves of an epoch leaves the
+        # checkpoint an epoch ahead of the training state.
+        best = saved_config["metrics"] or best
         if start_epoch > config.epochs or start_epoch == config.epochs and saved_config.get("finished", True):
             raise ValueError(f"--resume: the run in {out} has already trained {start_epoch} epochs; --epochs "
                              f"counts all of a run's epochs (here {config.epochs}), not more ones: pass more "
                              f"than {start_epoch} to train on")
+        if saved_config.get("finished", True) and ctx.is_main:  # the run goes on: not finished until it ends
+            save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
     ddp_model = distributed.wrap(model, ctx)
     if ctx.is_main:
         groups = {"training": train_series, "validation": val_series, "test": list(test_series)}

@@ -195,9 +195,15 @@ def load_train_state(config: TrainConfig, model: torch.nn.Module,
     return meta["progress"]
 
 
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of one of a run's random streams; below 2**64, as torch needs (a --seed near
+    2**64 times 100,003 was an overflow after the data had been read)."""
+    return (seed * 100_003 + stream) % 2**64
+
+
 def shard(count: int, epoch: int, config: TrainConfig, ctx: distributed.Context) -> torch.Tensor:
     """This rank's share of the epoch's permutation (the same permutation on every rank)."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(stream_seed(config.seed, epoch)))
     per_rank = count // ctx.world_size
     return order[ctx.rank::ctx.world_size][:per_rank]
 
@@ -267,7 +273,7 @@ def run(args: argparse.Namespace) -> None:
         started = time.time()
         model.train()
         order = shard(len(train_x), epoch, config, ctx)
-        crops = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_000 + ctx.rank)
+        crops = torch.Generator().manual_seed(stream_seed(config.seed, epoch * 1_000 + ctx.rank))
         sums = {"loss": 0.0, "nfe_forward": 0.0, "nfe_backward": 0.0}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not ctx.is_main, mininterval=5.0)

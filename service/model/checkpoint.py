@@ -67,8 +67,14 @@ def save_checkpoint(directory: str | Path, kind: str, state_dict: dict[str, torc
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
                 "code_version": __version__, "weights_sha256": weights_sha256, **config}
         (staging / CONFIG_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-        # Keep any extra files (plots) that an earlier save put next to the checkpoint.
+        # Keep any extra files (plots) that an earlier save put next to the checkpoint; anything
+        # else there (a directory: '--out runs' for '--out runs/my-model') is not ours to replace.
         if directory.exists():
+            foreign = [entry.name for entry in directory.iterdir()
+                       if not entry.is_file() or entry.is_symlink()]
+            if foreign:
+                raise CheckpointError(f"{directory}: holds {foreign[0]!r}, which is no part of a checkpoint; "
+                                      "a checkpoint replaces its directory: write it to a new one")
             for extra in directory.iterdir():
                 if extra.name not in (WEIGHTS_FILE, CONFIG_FILE) and extra.is_file():
                     shutil.copy2(extra, staging / extra.name)

@@ -9,6 +9,7 @@ so the server takes and returns times and values in the user's own units.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,24 +116,34 @@ class Normalization:
 
 
 # A channel whose std is at most this fraction of its mean's magnitude is constant. Identical
-# values give a computed std of float64 rounding, about 1e-16 of the mean (or exactly 0); values
-# that differ only by rounding (0.3 and 0.1 + 0.2 = 0.30000000000000004) give the same. Their
-# std as a scale would make a served model refuse any value more than ~1e-14 of the mean away.
-# 1e-12 is well above that noise, and below any spread written with fewer than 12 significant
-# digits, so a channel that really varies (3e-13 +- 7e-14; 1.7e9 +- 0.5) keeps its own std.
-CONSTANT_RELATIVE_STD = 1e-12
+# values give a std of exactly 0 here (they are divided by their own magnitude first); values
+# that differ only by float rounding (0.3 and 0.1 + 0.2 = 0.30000000000000004) give about 1e-16
+# of the mean. Their std as a scale would make a served model refuse any value more than ~1e-14
+# of the mean away. 1e-14 is a hundred times that noise, and a channel that varies by more than
+# float64 can barely tell apart (3e-13 +- 7e-14; 1.7e9 +- 0.5; 1e15 +- 100) keeps its own std.
+CONSTANT_RELATIVE_STD = 1e-14
+# A served model reads values up to 100 stds from the mean and works on them in float64: the
+# statistics of values near the float's limit (1e300) leave it no room.
+_HEADROOM = 1e3
 
 
 def _channel_statistics(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel, the mean and std of the observed entries (NaN for a channel never observed)."""
+    """Per channel, the mean and std of the observed entries (NaN for a channel never observed).
+
+    They are computed on the values divided by their largest magnitude, then scaled back: the
+    squares of values below 1e-154 underflow to 0 (a varying channel read as constant) and those
+    of values above 1e154 overflow."""
     values = np.concatenate([s.values for s in series], axis=0)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0)
-    overflowed = np.flatnonzero(np.isinf(mean) | np.isinf(std))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # a channel never observed: all NaN
+        peak = np.nanmax(np.abs(values), axis=0)
+        scale = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0)
+        mean = np.nanmean(values / scale, axis=0) * scale
+        std = np.nanstd(values / scale, axis=0) * scale
+        overflowed = np.flatnonzero(np.isinf(np.abs(mean) + _HEADROOM * std))
     if overflowed.size:  # not a channel without observations (NaN): values such as 1e300
         raise ValueError(f"channel {int(overflowed[0])}: its values are too large to standardise (their "
-                         "mean or std overflows a float); check for values such as 1e300")
+                         "mean or std is too near a float's limit); check for values such as 1e300")
     return mean, std
 
 
