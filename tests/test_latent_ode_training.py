@@ -411,3 +411,19 @@ def test_a_resume_keeps_the_kept_weights_metrics_when_the_state_lags(tmp_path, m
     assert Forecaster.load(out).metrics["epoch"] == 2
     for name, tensor in ahead.items():
         torch.testing.assert_close(kept[name], tensor, rtol=0, atol=0)
+
+
+def test_ctrl_c_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch, capsys):
+    """Before the first epoch's save it said '--resume continues', and --resume then found nothing."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("training.latent_ode.train_epoch", interrupted)
+    out = tmp_path / "run"
+    for saved, words in ((False, "nothing was saved: run it again without --resume"),
+                         (True, "--resume continues from the last epoch saved")):
+        if saved:
+            (tmp_path / "run.train_state").mkdir()
+        with pytest.raises(SystemExit) as exit_:
+            training_main(["latent-ode", "--out", str(out), "--epochs", "1", "--spirals-count", "20"])
+        assert exit_.value.code == 130 and words in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """``python -m training {latent-ode,mnist} ...``: one entry point, one module per trainer."""
 
 import argparse
+from pathlib import Path
 
+from service.model.checkpoint import TRAIN_STATE_SUFFIX
 from service.model.solver import SolverStepLimitError
 from training import latent_ode, mnist
 
@@ -21,8 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.run(args)
     except KeyboardInterrupt:
-        parser.exit(130, f"{parser.prog} {args.command}: interrupted; --resume continues from the last "
-                         "epoch saved\n")
+        out = Path(args.out or ".")
+        saved = out.with_name(out.name + TRAIN_STATE_SUFFIX).is_dir()  # both trainers keep it there
+        parser.exit(130, f"{parser.prog} {args.command}: interrupted; " + (
+            "--resume continues from the last epoch saved\n" if saved else
+            "no epoch had ended, so nothing was saved: run it again without --resume\n"))
     except USER_ERRORS as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
 
