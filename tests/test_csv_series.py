@@ -230,3 +230,10 @@ def test_ids_that_differ_only_by_surrounding_whitespace_are_refused(tmp_path):
         load_csv(path)
     same = load_csv(write(tmp_path, "series_id,time,x\n b ,1,1\n b ,2,2\n"))
     assert [s.id for s in same.series] == ["b"]
+
+
+def test_an_id_with_an_invisible_character_is_refused(tmp_path):
+    """'b' and 'b' + U+200B look alike and were two series without a word."""
+    path = write(tmp_path, "series_id,time,x\nb,1,1\nb\u200b,2,2\n")
+    with pytest.raises(CsvFormatError, match=r"line 3, column 'series_id': .* invisible character \(U\+200B"):
+        load_csv(path)

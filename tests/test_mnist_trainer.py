@@ -62,6 +62,8 @@ def test_writes_loadable_checkpoint_and_resumes(tmp_path, data_dir):
     probabilities, nfe = classifier.predict(torch.rand(2, 1, 28, 28))
     assert probabilities.shape == (2, 10) and nfe == 0
 
+    with pytest.raises(ValueError, match=r"has already trained 2 epochs; --epochs counts all"):
+        train(common(data_dir, out) + ["--resume"])  # exited 0 having done nothing
     train(common(data_dir, out, epochs=3) + ["--resume"])
     progress = json.loads((state / "state.json").read_text())["progress"]
     assert [r["epoch"] for r in progress["history"]] == [1, 2, 3]  # epochs 1-2 not redone

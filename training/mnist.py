@@ -247,6 +247,11 @@ def run(args: argparse.Namespace) -> None:
     progress: dict[str, Any] = {"epoch": 0, "best_accuracy": -1.0, "wall_time_s": 0.0, "history": []}
     if config.resume:
         progress = load_train_state(config, raw, optimizer)
+        if progress["epoch"] >= config.epochs:  # it would exit 0 having done nothing
+            done = progress["epoch"]
+            raise ValueError(f"--resume: the run in {config.out} has already trained {done} epochs; --epochs "
+                             f"counts all of a run's epochs (here {config.epochs}): pass more than {done} to "
+                             "train on")
     elif config.init_from:
         source_config, state = load_checkpoint(config.init_from, kind=KIND)
         load_state_strict(raw, state, config.init_from)

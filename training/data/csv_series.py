@@ -35,6 +35,7 @@ import hashlib
 import io
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,11 @@ def _load_csv(path: Path) -> CsvDataset:
         series_id = cells[0].strip()
         if not series_id:
             raise _fault(line, "'series_id'", "empty series id; every row must name its series")
+        invisible = next((ch for ch in series_id if unicodedata.category(ch) == "Cf"), None)
+        if invisible is not None:  # 'b' and 'b\u200b' look alike and would be two series
+            raise _fault(line, "'series_id'", f"series id {series_id!r} holds an invisible character "
+                         f"(U+{ord(invisible):04X}); remove it, or another id that looks the same is "
+                         "another series")
         first_spelling, first_line = spellings.setdefault(series_id, (cells[0], line))
         if cells[0] != first_spelling:
             raise _fault(line, "'series_id'", f"series id {cells[0]!r} differs from {first_spelling!r} (line "
