@@ -199,6 +199,21 @@ def test_times_that_are_all_dates_written_yyyymmdd_are_refused(tmp_path):
         "as numbers")
 
 
+def test_times_that_are_nearly_all_compact_dates_or_months_are_refused(tmp_path):
+    """One typo among 20 dates switched the refusal off, and months written YYYYMM (202412 to
+    202501: a gap of 89) were not looked for."""
+    days = [f"202401{day:02d}" for day in range(1, 20)] + ["20240132"]
+    path = write(tmp_path, "series_id,time,x\n" + "".join(f"s,{day},{i}\n" for i, day in enumerate(days)))
+    with pytest.raises(CsvFormatError, match=r"line 2, column 'time': '20240101' and 19 of the 20 times look "
+                                             r"like dates written YYYYMMDD.*line 21's '20240132' is not one"):
+        load_csv(path)
+    months = ["202411", "202412", "202501", "202502"]
+    rows = "".join(f"s,{month},{i}\n" for i, month in enumerate(months))
+    with pytest.raises(CsvFormatError, match=r"'202411' and every other time look like dates written "
+                                             r"YYYYMM, .* ISO dates \(2024-11-01\)"):
+        load_csv(write(tmp_path, "series_id,time,x\n" + rows))
+
+
 def test_both_ways_out_of_yyyymmdd_times_read_as_the_message_says(tmp_path):
     as_numbers = load_csv(write(tmp_path, "series_id,time,x\ns,20240131.0,1\ns,20240201.0,2\n"))
     assert as_numbers.time_unit is None

@@ -10,10 +10,10 @@ or an ISO-8601 timestamp in every row. Timestamps are converted to POSIX seconds
 without a zone counts as UTC), a unit is chosen so the median gap within series is between 1
 and about 100 (:func:`service.model.timeunits.choose_unit`), and times are stored in that unit
 since the epoch. Timestamps with and without a zone may not be mixed: a naive time next to
-zoned ones is ambiguous. A file whose every time is a whole number of eight digits that is a
-date written YYYYMMDD (20240131) is refused: read as numbers, 20240131 to 20240201 would be a
-gap of 70, but such files are exports of dates; ``2024-01-31`` reads them as dates, and
-``20240131.0`` as the plain numbers they would otherwise be taken for.
+zoned ones is ambiguous. A file whose times are all (or 90 % of them) whole numbers that are
+dates written YYYYMMDD (20240131) or months written YYYYMM (202401) is refused: read as numbers,
+20240131 to 20240201 would be a gap of 70, but such files are exports of dates; ``2024-01-31``
+reads them as dates, and ``20240131.0`` as the plain numbers they would otherwise be taken for.
 
 A series id is read without the whitespace around it, but two spellings of one id (``b`` and
 `` b``) are refused, naming both lines: they are as likely two series as one.
@@ -139,21 +139,27 @@ def _parse_value(text: str, line: int, column: str) -> float:
     raise _fault(line, repr(column), f"{text!r} is not a number")
 
 
-_COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
-# Years a YYYYMMDD time is taken for a date in: those of any data a user has, while numeric
-# times (seconds, steps, epoch seconds of 1970-1973) hardly all fall on valid dates in them.
+# Dates written without separators, as exports often do: YYYYMMDD (20240131) and YYYYMM (202401).
+# Read as numbers they are wrong across month and year ends (20240131 to 20240201: a gap of 70).
+_COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})?")
+# Years such a time is taken for a date in: those of any data a user has, while numeric times
+# (seconds, steps, epoch seconds of 1970-1973) hardly all fall on valid dates in them.
 COMPACT_DATE_YEARS = range(1800, 2200)
+# A file is taken for one of dates when this share of its times are: a typo (20240132) or one
+# series timed otherwise does not make the rest numbers.
+COMPACT_DATE_SHARE = 0.9
 
 
-def _is_compact_date(text: str) -> bool:
+def _compact_date_form(text: str) -> str | None:
+    """"YYYYMMDD" or "YYYYMM" when ``text`` is a valid date or month written so, else None."""
     match = _COMPACT_DATE.fullmatch(text)
     if match is None or int(match[1]) not in COMPACT_DATE_YEARS:
-        return False
+        return None
     try:
-        datetime.date(*(int(part) for part in match.groups()))
+        datetime.date(int(match[1]), int(match[2]), int(match[3] or 1))
     except ValueError:
-        return False
-    return True
+        return None
+    return "YYYYMMDD" if match[3] else "YYYYMM"
 
 
 _KIND_NAMES = {"number": "a plain number", "zoned": "a timestamp with a time zone",
@@ -166,8 +172,10 @@ class _TimeParser:
     def __init__(self) -> None:
         self.kind: str | None = None   # "number", "zoned" or "naive"
         self.first_line = 0
-        self.first_compact_date: tuple[int, str] | None = None  # (line, text)
-        self.every_time_a_compact_date = True
+        self.numbers = 0
+        self.compact_dates: dict[str, int] = {}  # form -> how many times are written so
+        self.first_compact_date: dict[str, tuple[int, str]] = {}  # form -> (line, text)
+        self.first_other_number: tuple[int, str] | None = None
 
     def __call__(self, text: str, line: int) -> float:
         text = text.strip()
@@ -177,10 +185,13 @@ class _TimeParser:
             kind, seconds = "number", float(text)
             if not math.isfinite(seconds):
                 raise _fault(line, "'time'", f"{text!r} overflows a 64-bit float")
-            if not _is_compact_date(text):
-                self.every_time_a_compact_date = False
-            elif self.first_compact_date is None:
-                self.first_compact_date = (line, text)
+            self.numbers += 1
+            form = _compact_date_form(text)
+            if form is None:
+                self.first_other_number = self.first_other_number or (line, text)
+            else:
+                self.compact_dates[form] = self.compact_dates.get(form, 0) + 1
+                self.first_compact_date.setdefault(form, (line, text))
         else:
             try:
                 moment = parse_datetime(text)
@@ -197,13 +208,22 @@ class _TimeParser:
         return seconds
 
     def check_not_all_compact_dates(self) -> None:
-        """Refuse a file whose every time is a date written YYYYMMDD (see the module docstring)."""
-        if self.kind == "number" and self.every_time_a_compact_date and self.first_compact_date:
-            line, text = self.first_compact_date
-            raise _fault(line, "'time'", f"{text!r} and every other time look like dates written YYYYMMDD, "
-                         "which would be read as plain numbers (20240131 to 20240201: a gap of 70); write "
-                         f"them as ISO dates ({text[:4]}-{text[4:6]}-{text[6:]}) to have them read as dates, "
-                         f"or with a decimal point ({text}.0) to have them read as numbers")
+        """Refuse a file whose times are (nearly) all dates written YYYYMMDD or YYYYMM (see the
+        module docstring)."""
+        for form, count in self.compact_dates.items():
+            if self.kind != "number" or count < COMPACT_DATE_SHARE * self.numbers:
+                continue
+            line, text = self.first_compact_date[form]
+            iso = f"{text[:4]}-{text[4:6]}-{text[6:] or '01'}"
+            share = "every other time" if count == self.numbers else f"{count} of the {self.numbers} times"
+            odd = ""
+            if self.first_other_number is not None:
+                odd_line, odd_text = self.first_other_number
+                odd = f"; line {odd_line}'s {odd_text!r} is not one (a typo?)"
+            raise _fault(line, "'time'", f"{text!r} and {share} look like dates written {form}, which would "
+                         f"be read as plain numbers (20240131 to 20240201: a gap of 70){odd}; write them as "
+                         f"ISO dates ({iso}) to have them read as dates, or with a decimal point ({text}.0) "
+                         "to have them read as numbers")
 
 
 def _decode(data: bytes) -> str:
