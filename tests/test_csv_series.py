@@ -209,9 +209,13 @@ def test_times_that_are_nearly_all_compact_dates_or_months_are_refused(tmp_path)
         load_csv(path)
     months = ["202411", "202412", "202501", "202502"]
     rows = "".join(f"s,{month},{i}\n" for i, month in enumerate(months))
-    with pytest.raises(CsvFormatError, match=r"'202411' and every other time look like dates written "
-                                             r"YYYYMM, .* ISO dates \(2024-11-01\)"):
+    with pytest.raises(CsvFormatError, match=r"'202411' and every other time look like dates written YYYYMM"
+                                             r", .*202412 to 202501: a gap of 89.* ISO dates \(2024-11-01\)"):
         load_csv(write(tmp_path, "series_id,time,x\n" + rows))
+    mixed = "".join(f"s,{day},{i}\n" for i, day in enumerate(days[:10])) + rows.replace("s,", "t,")
+    with pytest.raises(CsvFormatError, match=r"'20240101' and every other time look like dates written "
+                                             r"YYYYMMDD"):
+        load_csv(write(tmp_path, "series_id,time,x\n" + mixed))  # days in one series, months in another
 
 
 def test_both_ways_out_of_yyyymmdd_times_read_as_the_message_says(tmp_path):

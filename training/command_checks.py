@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from service.model.bounds import MAX_TORCH_THREADS, whole_number
-from service.model.checkpoint import CONFIG_FILE
+from service.model.checkpoint import CONFIG_FILE, foreign_entries
 
 # The largest seed torch's generators take (numpy's take any).
 MAX_SEED = 2**64 - 1
@@ -46,6 +46,10 @@ def check_out(out: str, resume: bool) -> None:
     if path.is_dir() and not trained and any(path.iterdir()):  # '--out runs' for '--out runs/my-model'
         raise ValueError(f"--out {out}: a directory that holds other things and no checkpoint; a checkpoint "
                          "replaces its directory, so give a new or empty one, e.g. runs/my-model")
+    foreign = foreign_entries(path) if trained else []
+    if foreign:  # found by the first save otherwise, after an epoch's training (a Jupyter folder)
+        raise ValueError(f"--out {out}: holds {foreign[0]!r}, which is no part of a checkpoint and which "
+                         "the next save would replace with it: move it out")
     if resume and not trained:
         raise ValueError(f"--resume: nothing to resume: {out} holds no earlier run (no {CONFIG_FILE}); "
                          "leave out --resume to train afresh, or pass the --out of the earlier run")

@@ -50,6 +50,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def foreign_entries(directory: Path) -> list[str]:
+    """What a save would not carry over into the directory that replaces ``directory``: all
+    but its plain files (the weights, the config, plots)."""
+    return [entry.name for entry in directory.iterdir() if not entry.is_file() or entry.is_symlink()]
+
+
 def save_checkpoint(directory: str | Path, kind: str, state_dict: dict[str, torch.Tensor],
                     config: dict[str, Any]) -> str:
     """Write a checkpoint atomically and return the weights' SHA-256.
@@ -70,11 +76,11 @@ def save_checkpoint(directory: str | Path, kind: str, state_dict: dict[str, torc
         # Keep any extra files (plots) that an earlier save put next to the checkpoint; anything
         # else there (a directory: '--out runs' for '--out runs/my-model') is not ours to replace.
         if directory.exists():
-            foreign = [entry.name for entry in directory.iterdir()
-                       if not entry.is_file() or entry.is_symlink()]
+            foreign = foreign_entries(directory)
             if foreign:
                 raise CheckpointError(f"{directory}: holds {foreign[0]!r}, which is no part of a checkpoint; "
-                                      "a checkpoint replaces its directory: write it to a new one")
+                                      "a checkpoint replaces its directory: move it out, or write the "
+                                      "checkpoint to a new directory")
             for extra in directory.iterdir():
                 if extra.name not in (WEIGHTS_FILE, CONFIG_FILE) and extra.is_file():
                     shutil.copy2(extra, staging / extra.name)

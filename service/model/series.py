@@ -115,13 +115,13 @@ class Normalization:
         return norm
 
 
-# A channel whose std is at most this fraction of its mean's magnitude is constant. Identical
-# values give a std of exactly 0 here (they are divided by their own magnitude first); values
-# that differ only by float rounding (0.3 and 0.1 + 0.2 = 0.30000000000000004) give about 1e-16
-# of the mean. Their std as a scale would make a served model refuse any value more than ~1e-14
-# of the mean away. 1e-14 is a hundred times that noise, and a channel that varies by more than
-# float64 can barely tell apart (3e-13 +- 7e-14; 1.7e9 +- 0.5; 1e15 +- 100) keeps its own std.
-CONSTANT_RELATIVE_STD = 1e-14
+# A channel whose std is at most this many float64 steps (ulps) of its mean is constant.
+# Identical values give a std of exactly 0 here (they are divided by their own magnitude first);
+# values that differ only by float rounding (0.3 and 0.1 + 0.2 = 0.30000000000000004) give under
+# one step. Their std as a scale would make a served model refuse any value a few steps from the
+# mean. A channel that varies by more than float64 can barely tell apart (3e-13 +- 7e-14;
+# 1.7e9 +- 0.5; 1e15 +- 5, where a step is 0.125) keeps its own std.
+CONSTANT_STEPS = 4
 # A served model reads values up to 100 stds from the mean and works on them in float64: the
 # statistics of values near the float's limit (1e300) leave it no room.
 _HEADROOM = 1e3
@@ -148,7 +148,8 @@ def _channel_statistics(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _is_constant(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return np.isfinite(std) & (std <= CONSTANT_RELATIVE_STD * np.abs(mean))
+    with np.errstate(invalid="ignore"):  # a channel never observed: NaN, not constant
+        return np.isfinite(std) & (std <= CONSTANT_STEPS * np.spacing(np.abs(mean)))
 
 
 def constant_channels(series: list[Series]) -> list[int]:

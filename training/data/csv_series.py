@@ -210,20 +210,21 @@ class _TimeParser:
     def check_not_all_compact_dates(self) -> None:
         """Refuse a file whose times are (nearly) all dates written YYYYMMDD or YYYYMM (see the
         module docstring)."""
-        for form, count in self.compact_dates.items():
-            if self.kind != "number" or count < COMPACT_DATE_SHARE * self.numbers:
-                continue
-            line, text = self.first_compact_date[form]
-            iso = f"{text[:4]}-{text[4:6]}-{text[6:] or '01'}"
-            share = "every other time" if count == self.numbers else f"{count} of the {self.numbers} times"
-            odd = ""
-            if self.first_other_number is not None:
-                odd_line, odd_text = self.first_other_number
-                odd = f"; line {odd_line}'s {odd_text!r} is not one (a typo?)"
-            raise _fault(line, "'time'", f"{text!r} and {share} look like dates written {form}, which would "
-                         f"be read as plain numbers (20240131 to 20240201: a gap of 70){odd}; write them as "
-                         f"ISO dates ({iso}) to have them read as dates, or with a decimal point ({text}.0) "
-                         "to have them read as numbers")
+        count = sum(self.compact_dates.values())
+        if self.kind != "number" or not count or count < COMPACT_DATE_SHARE * self.numbers:
+            return
+        form = max(self.compact_dates, key=self.compact_dates.__getitem__)
+        line, text = self.first_compact_date[form]
+        iso = f"{text[:4]}-{text[4:6]}-{text[6:] or '01'}"
+        share = "every other time" if count == self.numbers else f"{count} of the {self.numbers} times"
+        odd = ""
+        if self.first_other_number is not None:
+            odd_line, odd_text = self.first_other_number
+            odd = f"; line {odd_line}'s {odd_text!r} is not one (a typo?)"
+        gap = "20240131 to 20240201: a gap of 70" if form == "YYYYMMDD" else "202412 to 202501: a gap of 89"
+        raise _fault(line, "'time'", f"{text!r} and {share} look like dates written {form}, which would be "
+                     f"read as plain numbers ({gap}){odd}; write them as ISO dates ({iso}) to have them read "
+                     f"as dates, or with a decimal point ({text}.0) to have them read as numbers")
 
 
 def _decode(data: bytes) -> str:
