@@ -82,7 +82,7 @@ def test_resume_without_state(tmp_path, data_dir):
 
 
 def test_the_largest_seed_trains(tmp_path, data_dir):
-    train(common(data_dir, tmp_path / "mlp", epochs=1) + ["--seed", str(2**64 - 1)])
+    train(common(data_dir, tmp_path / "mlp", epochs=1) + ["--seed", str(2**32 - 1)])
     assert (tmp_path / "mlp" / "config.json").is_file()
 
 
@@ -146,7 +146,7 @@ def test_presets_and_flags():
     (["--batch-size", "500"], "batch_size 500 is larger than the 96 training images"),
     (["--threads", "5000"], "--threads"),   # libgomp started 5000 threads on 2 CPUs
     (["--seed", "-1"], "seed must be"),
-    (["--seed", str(2**64)], "seed must be"),
+    (["--seed", str(2**32)], "seed must be"),   # torch's generators keep 32 bits: it repeated seed 0
     (["--out", ""], "--out ''"),               # trained an epoch, then "has an empty name"
 ])
 def test_bad_flags_are_refused_in_one_line_before_training(tmp_path, data_dir, capsys, args, words):

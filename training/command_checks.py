@@ -1,5 +1,5 @@
 """The trainers' command-line arguments that are not settings of a model or of training
-(``--out``, ``--resume``, ``--threads``, the seed's range), checked
+(``--out``, ``--resume``, ``--threads``), checked
 before any data is read: a typo in them used to surface only after the first epoch had trained,
 which on real data can take hours, or as a traceback."""
 
@@ -10,9 +10,6 @@ from pathlib import Path
 
 from service.model.bounds import MAX_TORCH_THREADS, whole_number
 from service.model.checkpoint import CONFIG_FILE, foreign_entries
-
-# The largest seed torch's generators take (numpy's take any).
-MAX_SEED = 2**64 - 1
 
 
 def check_threads(threads: int | None) -> None:

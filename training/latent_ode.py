@@ -54,7 +54,7 @@ from service.model.series import Normalization, Series
 from service.model.solver import SolverConfig
 from training import distributed
 from training.augment import prefix, subsample, window
-from training.command_checks import MAX_SEED, check_out, check_threads
+from training.command_checks import check_out, check_threads
 from training.data.dataset import (
     check_channels_observed,
     check_series,
@@ -82,6 +82,8 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 # epoch); a served request may draw at most ODECAST_MAX_SAMPLES (default 256), and the sampling
 # error of a bound or a mean falls only as 1/sqrt(samples), so more than this buys nothing.
 MAX_SAMPLES = 256
+# The largest seed torch's generators take; the data's streams (numpy's) read all of its bits.
+MAX_SEED = 2**64 - 1
 
 
 @dataclass

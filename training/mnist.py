@@ -38,7 +38,7 @@ from service.model.classifier import KIND
 from service.model.mnist_nets import ARCHITECTURES, build_classifier, complete_architecture, parameter_count
 from service.model.odenet import GRADIENT_MODES
 from training import distributed
-from training.command_checks import MAX_SEED, check_out, check_threads
+from training.command_checks import check_out, check_threads
 from training.data.mnist_idx import fingerprint, load_split, random_crop, to_tensor
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -85,7 +85,8 @@ class TrainConfig:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         check_threads(self.threads)
-        whole_number("seed", self.seed, 0, MAX_SEED)
+        # torch's CPU generator keeps a seed's low 32 bits: a larger seed would repeat a smaller one
+        whole_number("seed", self.seed, 0, 2**32 - 1)
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be 0 or more, got {self.crop_padding}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -195,15 +196,9 @@ def load_train_state(config: TrainConfig, model: torch.nn.Module,
     return meta["progress"]
 
 
-def stream_seed(seed: int, stream: int) -> int:
-    """The seed of one of a run's random streams; below 2**64, as torch needs (a --seed near
-    2**64 times 100,003 was an overflow after the data had been read)."""
-    return (seed * 100_003 + stream) % 2**64
-
-
 def shard(count: int, epoch: int, config: TrainConfig, ctx: distributed.Context) -> torch.Tensor:
     """This rank's share of the epoch's permutation (the same permutation on every rank)."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(stream_seed(config.seed, epoch)))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
     per_rank = count // ctx.world_size
     return order[ctx.rank::ctx.world_size][:per_rank]
 
@@ -278,7 +273,7 @@ def run(args: argparse.Namespace) -> None:
         started = time.time()
         model.train()
         order = shard(len(train_x), epoch, config, ctx)
-        crops = torch.Generator().manual_seed(stream_seed(config.seed, epoch * 1_000 + ctx.rank))
+        crops = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_000 + ctx.rank)
         sums = {"loss": 0.0, "nfe_forward": 0.0, "nfe_backward": 0.0}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not ctx.is_main, mininterval=5.0)
