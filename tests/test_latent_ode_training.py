@@ -232,6 +232,15 @@ def test_an_unusable_out_is_refused_before_the_data_is_read(tmp_path, capsys):
     assert (tmp_path / "runs" / "older-model").is_dir()
 
 
+def test_the_working_directory_is_no_out(tmp_path, monkeypatch, capsys):
+    """Run from inside an empty run/, '--out ../run' saved over the working directory, then failed
+    with a traceback."""
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    for out in ("../run", str(tmp_path)):
+        assert "the working directory or holds it" in refusal(capsys, "--data", "absent.csv", "--out", out)
+
+
 def test_a_resume_into_a_checkpoint_holding_a_folder_is_refused_before_training(tmp_path, capsys):
     """It was found when the first better epoch was saved: that epoch's training was lost."""
     out = tmp_path / "run"

@@ -37,6 +37,9 @@ def check_out(out: str, resume: bool) -> None:
                          "directory to write, e.g. runs/my-model")
     if path.is_symlink():  # the checkpoint would replace the link, not what it points to
         raise ValueError(f"--out {out} is a symbolic link: give the directory it stands for")
+    if Path.cwd().resolve().is_relative_to(path.resolve()):  # '--out ../run' from inside run/
+        raise ValueError(f"--out {out} is the working directory or holds it, which the checkpoint would "
+                         "replace: give another directory")
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {out}: a file is there; the checkpoint is a directory: pass another --out")
     trained = (path / CONFIG_FILE).exists()
