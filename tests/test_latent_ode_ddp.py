@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from latent_fixtures import sine_series
 
-from service.model.checkpoint import load_checkpoint
+from service.model.checkpoint import load_checkpoint, train_state_path
 from service.model.forecaster import Forecaster
-from training.latent_ode import PLOT_FILE, state_path
+from training.latent_ode import PLOT_FILE
 from training.train_state import KIND as STATE_KIND
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,5 +46,5 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert forecaster.config["data"]["source"] == "csv:tiny.csv"
     assert forecaster.metrics["epoch"] in (1, 2)
     assert (out / PLOT_FILE).is_file()
-    saved, _ = load_checkpoint(state_path(out), kind=STATE_KIND)
+    saved, _ = load_checkpoint(train_state_path(out), kind=STATE_KIND)
     assert saved["epoch"] == 2

@@ -8,7 +8,13 @@ import torch
 from latent_fixtures import sine_series, tiny_config
 
 from service.model.batching import collate
-from service.model.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from service.model.checkpoint import (
+    CONFIG_FILE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    train_state_path,
+)
 from service.model.forecaster import Forecaster
 from service.model.latent_ode import LatentODE
 from service.model.series import Normalization, Series, constant_channels
@@ -16,7 +22,7 @@ from training.__main__ import main as training_main
 from training.augment import context_count, prefix, subsample, window
 from training.data.csv_series import load_csv
 from training.holdout import holdout_split
-from training.latent_ode import TrainConfig, state_path, train
+from training.latent_ode import TrainConfig, train
 from training.train_state import KIND as STATE_KIND
 from training.train_state import save_train_state
 
@@ -50,7 +56,7 @@ def test_short_training_lowers_the_loss():
 
 def last_weights(out):
     """The raw and (when kept) averaged weights in a run's training state."""
-    _, tensors = load_checkpoint(state_path(out), kind=STATE_KIND)
+    _, tensors = load_checkpoint(train_state_path(out), kind=STATE_KIND)
     return {k: v for k, v in tensors.items() if k.startswith(("model.", "average."))}
 
 

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from service.model.checkpoint import CONFIG_FILE, TRAIN_STATE_SUFFIX
+from service.model.checkpoint import CONFIG_FILE, train_state_path
 from service.model.solver import SolverStepLimitError
 from training import latent_ode, mnist
 
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.run(args)
     except KeyboardInterrupt:
-        out = Path(args.out or ".")  # both trainers keep their state beside it
-        saved = (out / CONFIG_FILE).is_file() and out.with_name(out.name + TRAIN_STATE_SUFFIX).is_dir()
+        out = Path(args.out or ".")
+        saved = (out / CONFIG_FILE).is_file() and train_state_path(out).is_dir()
         parser.exit(130, f"{parser.prog} {args.command}: interrupted; " + (
             "--resume continues from the last epoch saved\n" if saved else
             "no epoch had ended, so nothing was saved: run it again without --resume\n"))

@@ -42,12 +42,7 @@ from tqdm import tqdm
 
 from service.model.batching import collate
 from service.model.bounds import whole_number
-from service.model.checkpoint import (
-    TRAIN_STATE_SUFFIX,
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
+from service.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, train_state_path
 from service.model.forecaster import KIND, Forecaster
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
@@ -181,11 +176,6 @@ class TrainConfig:
             solver=SolverConfig(method=self.method, rtol=self.rtol, atol=self.atol,
                                 max_num_steps=self.max_num_steps, adjoint=self.adjoint),
             encoder_solver=SolverConfig(method=self.encoder_method, step_size=self.encoder_step_size))
-
-
-def state_path(out: Path) -> Path:
-    """Where ``--resume`` state lives: beside the checkpoint, so ``out`` itself is servable."""
-    return out.with_name(out.name + TRAIN_STATE_SUFFIX)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -343,7 +333,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
         if was != now:  # the config may be the same while the file under --data changed
             raise CheckpointError(f"{out}: cannot resume: the data differ from the run's (fingerprint "
                                   f"{was[:12]} -> {now[:12]}); train afresh into another --out")
-        start_epoch, step, best = load_train_state(state_path(out), model, optimizer, config, averaged)
+        start_epoch, step, best = load_train_state(train_state_path(out), model, optimizer, config, averaged)
         # The kept weights' own metrics: a Ctrl-C between the two saves of an epoch leaves the
         # checkpoint an epoch ahead of the training state.
         best = saved_config["metrics"] or best
@@ -375,7 +365,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
             if out is not None:
                 if improved:
                     save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
-                save_train_state(state_path(out), model, optimizer, config, epoch + 1, step, best, averaged)
+                save_train_state(train_state_path(out), model, optimizer, config, epoch + 1, step, best,
+                                 averaged)
         distributed.barrier(ctx)
     if best is None:
         raise ValueError(f"nothing to return: epochs ({config.epochs}) leaves no epoch to train")

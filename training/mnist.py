@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from service.model.bounds import whole_number
-from service.model.checkpoint import TRAIN_STATE_SUFFIX, load_checkpoint, load_state_strict, save_checkpoint
+from service.model.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, train_state_path
 from service.model.classifier import KIND
 from service.model.mnist_nets import ARCHITECTURES, build_classifier, complete_architecture, parameter_count
 from service.model.odenet import GRADIENT_MODES
@@ -146,15 +146,10 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def state_dir(config: TrainConfig) -> Path:
-    out = Path(config.out)
-    return out.with_name(out.name + TRAIN_STATE_SUFFIX)
-
-
 def save_train_state(config: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      progress: dict[str, Any]) -> None:
     """Latest weights + optimiser tensors in safetensors, the rest in JSON; replaced atomically."""
-    target = state_dir(config)
+    target = train_state_path(config.out)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     optim = optimizer.state_dict()
@@ -176,7 +171,7 @@ def save_train_state(config: TrainConfig, model: torch.nn.Module, optimizer: tor
 
 def load_train_state(config: TrainConfig, model: torch.nn.Module,
                      optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    source = state_dir(config)
+    source = train_state_path(config.out)
     if not (source / "state.json").is_file():
         raise FileNotFoundError(f"--resume: no training state at {source}")
     meta = json.loads((source / "state.json").read_text())

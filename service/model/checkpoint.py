@@ -38,6 +38,13 @@ CONFIG_FILE = "config.json"
 TRAIN_STATE_SUFFIX = ".train_state"
 
 
+def train_state_path(out: str | Path) -> Path:
+    """Where a trainer keeps ``--resume`` state: beside the checkpoint, so ``out`` itself is
+    servable."""
+    out = Path(out)
+    return out.with_name(out.name + TRAIN_STATE_SUFFIX)
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, malformed, or does not match its recorded hash."""
 
