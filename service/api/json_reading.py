@@ -63,7 +63,7 @@ async def parse(body: bytes) -> Any:
         except (orjson.JSONDecodeError, RecursionError):
             pass
         else:
-            if len(_KEY_END.findall(body)) == _keys(value):  # every key once: nothing more to look at
+            if _each_key_once(body, value):  # nothing more to look at
                 return value
     return await run_in_threadpool(loads, body)
 
@@ -77,9 +77,15 @@ def loads(body: bytes) -> Any:
         value, text = _loads_text(body)
     else:
         text = None
-    if len(_KEY_END.findall(body)) != _keys(value):  # maybe a key given twice: look closely
+    if not _each_key_once(body, value):  # maybe a key given twice: look closely
         _refuse_repeated_keys(text if text is not None else _text(body))
     return value
+
+
+def _each_key_once(body: bytes, value: Any) -> bool:
+    """True when ``value`` (``body`` parsed) surely holds every key of ``body``; False when a key
+    may have been given twice (or a string looks like a key's end), for the exact check."""
+    return len(_KEY_END.findall(body)) == _keys(value)
 
 
 def _text(body: bytes) -> str:
@@ -87,15 +93,20 @@ def _text(body: bytes) -> str:
     if body[:2] == b"\x1f\x8b":
         raise ApiError(422, ("body",), "the body is gzip-compressed: send it uncompressed (a compressed "
                        "body is refused, with or without Content-Encoding)", "body_not_utf8")
-    # JSON is UTF-8 (RFC 8259): json.loads would also read UTF-16 and UTF-32 bytes.
-    utf16 = b"\x00" in body[:4] or body[:2] in (b"\xff\xfe", b"\xfe\xff")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        hint = "; this body looks like UTF-16 or UTF-32: send UTF-8" if utf16 else ""
         raise ApiError(422, ("body",), f"the body is not UTF-8 (byte 0x{body[exc.start]:02x} at offset "
-                       f"{exc.start}): send JSON encoded as UTF-8{hint}", "body_not_utf8") from None
+                       f"{exc.start}): send JSON encoded as UTF-8{_utf16_hint(body)}",
+                       "body_not_utf8") from None
     return text.removeprefix("\ufeff")
+
+
+def _utf16_hint(body: bytes) -> str:
+    """JSON is UTF-8 (RFC 8259): json.loads would also read UTF-16 and UTF-32 bytes, and a body
+    in one of them fails to decode, or decodes to NULs that fail to parse."""
+    utf16 = b"\x00" in body[:4] or body[:2] in (b"\xff\xfe", b"\xfe\xff")
+    return "; this body looks like UTF-16 or UTF-32: send UTF-8" if utf16 else ""
 
 
 def _loads_text(body: bytes) -> tuple[Any, str]:
@@ -106,9 +117,7 @@ def _loads_text(body: bytes) -> tuple[Any, str]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        utf16 = "\x00" in text[:4]
-        raise _invalid_json(exc.pos, exc.msg + ("; this body looks like UTF-16 or UTF-32: send UTF-8"
-                                                if utf16 else "")) from None
+        raise _invalid_json(exc.pos, exc.msg + _utf16_hint(body)) from None
     except RecursionError:
         raise _invalid_json(0, "arrays or objects nested too deeply") from None
     except ValueError:  # Python's cap on the digits of an integer it converts (4300 by default)
