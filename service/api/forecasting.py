@@ -193,13 +193,13 @@ def check_request(request: ForecastRequest, settings: Settings, channels: int) -
         if len(series.at) > settings.max_times:
             raise _over_limit((*loc, "at"), "requested times", len(series.at), "max_times",
                               settings.max_times)
-    points = request.num_samples * sum(len(series.at) for series in request.series)
-    if points > settings.max_sample_points:
-        raise _invalid(("body", "num_samples"), f"{request.num_samples} samples at "
-                       f"{points // request.num_samples} requested times make {points} sample points; the "
-                       f"limit is {settings.max_sample_points} (setting ODECAST_MAX_SAMPLE_POINTS): ask for "
-                       "fewer samples or times, or split the request", "over_limit")
     times = sum(len(series.at) for series in request.series)
+    points = request.num_samples * times
+    if points > settings.max_sample_points:
+        raise _invalid(("body", "num_samples"), f"{request.num_samples} samples at {times} requested times "
+                       f"make {points} sample points; the limit is {settings.max_sample_points} (setting "
+                       "ODECAST_MAX_SAMPLE_POINTS): ask for fewer samples or times, or split the request",
+                       "over_limit")
     answer = times * channels * (2 + len(request.quantiles))
     if answer > settings.max_answer_values:
         sent = "quantiles" in request.model_fields_set  # else the default levels: not the client's field
