@@ -3,14 +3,14 @@
 Models work on plain numbers. A user whose series carry ISO-8601 timestamps gets a time unit
 chosen once, at training, so that the typical gap between observations is a number between 1
 and about 100 in that unit; the unit is stored with the checkpoint, and the server converts
-request timestamps with it and formats its answers back as ISO-8601 (UTC, ``Z``).
+request timestamps with it (its answers echo the requested times as they were sent).
 Times in a unit count from the POSIX epoch (1970-01-01T00:00:00Z).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -40,18 +40,6 @@ def posix_seconds(moment: datetime) -> float:
 def parse_timestamp(text: str) -> float:
     """ISO-8601 text -> POSIX seconds. A timestamp without a zone is taken as UTC."""
     return posix_seconds(parse_datetime(text))
-
-
-def format_timestamp(posix_seconds: float) -> str:
-    """POSIX seconds -> ISO-8601 in UTC with a ``Z`` suffix (microsecond resolution)."""
-    seconds = float(posix_seconds)
-    if not np.isfinite(seconds):
-        raise ValueError(f"cannot format non-finite time {seconds!r} as a timestamp")
-    try:
-        moment = _EPOCH + timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"time {seconds!r} s lies outside the calendar's years 1..9999") from None
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def choose_unit(times_posix: np.ndarray | Sequence[np.ndarray]) -> str:
