@@ -10,16 +10,20 @@ steps after it (200 noisy points, as the trainer's validation spirals are) and a
 - **interpolation and extrapolation**, the validation protocol of the trainer
   (:func:`training.holdout.holdout_split`): the last half of the points are the future to
   extrapolate, and a fifth of the first half's interior points are held out to interpolate;
-- **backcast**, its mirror: the last half of the points are given and the first half is asked.
+- **backcast**, its mirror: the last half of the points are given and the first half is asked;
+- for a model that answers series that never observe a channel (``unseen_channels``, trained
+  with ``--hide-channel-fraction``), the first query again with one channel (x or y, in turn)
+  never observed: its values are counted as the **unseen channel**, the other channel's as
+  **other channel, one unseen**.
 
 Every target is a noisy observation, so an interval should hold it at its nominal level (the
 forecast's ``std`` includes the observation noise). Each requested time is counted under the
-``kind`` the forecaster gives it. For each kind and central level (50, 80, 90, 95 and 98 %)
-the report gives the share of targets inside the interval, with a 95 % bootstrap interval over
-spirals (the points of one spiral are not independent draws); the share below each quantile
-(above 1/2 of them below the median means the forecasts run high); the mean squared z-score
-((y - mean) / std)^2, near 1 for a calibrated Gaussian; and the 90 % coverage by distance from
-the given points, in fractions of the given points' span.
+``kind`` the forecaster gives it, but for the query with an unseen channel. For each kind and
+central level (50, 80, 90, 95 and 98 %) the report gives the share of targets inside the
+interval, with a 95 % bootstrap interval over spirals (the points of one spiral are not
+independent draws); the share below each quantile (above 1/2 of them below the median means the
+forecasts run high); the mean squared z-score ((y - mean) / std)^2, near 1 for a calibrated
+Gaussian; and the 90 % coverage by distance from the given points, in fractions of their span.
 
     python -m benchmarks.forecast_calibration [--model-dir models/spirals] [--spirals 1000]
         [--seed 2026] [--num-samples 64] [--out FILE]
@@ -46,7 +50,9 @@ from training.holdout import holdout_split
 
 ROOT = Path(__file__).resolve().parents[1]
 CENTRAL_LEVELS = (0.5, 0.8, 0.9, 0.95, 0.98)
-KINDS = ("backcast", "interpolation", "extrapolation")
+UNSEEN_CHANNEL = "unseen channel"                  # a channel the query never observes
+OTHER_CHANNEL = "other channel, one unseen"        # the observed channel of such a query
+KINDS = ("backcast", "interpolation", "extrapolation", UNSEEN_CHANNEL, OTHER_CHANNEL)
 DISTANCE_BINS = (0.0, 0.25, 0.5, 0.75, 1.0, np.inf)  # distance from the given points / their span
 BATCH = 32
 BOOTSTRAP_RESAMPLES = 1000
@@ -57,19 +63,30 @@ def quantile_levels(central: tuple[float, ...]) -> list[float]:
     return sorted({round((1 - c) / 2, 6) for c in central} | {round((1 + c) / 2, 6) for c in central} | {0.5})
 
 
-def queries(spiral: Series, rng: np.random.Generator,
-            max_horizon: float) -> list[tuple[ForecastQuery, np.ndarray]]:
-    """The interpolation-and-extrapolation query and the backcast query of one whole spiral, each
-    with the noisy values it must predict; targets beyond the model's horizon are left out."""
+def queries(spiral: Series, hidden: int, rng: np.random.Generator,
+            forecaster: Forecaster) -> list[tuple[ForecastQuery, np.ndarray, np.ndarray | None]]:
+    """The queries of one whole spiral, each with the noisy values it must predict and, where they
+    are not the forecast's own ``kind``, the names the values are counted under: interpolation and
+    extrapolation; the backcast; and, for a model that answers it, the first with channel
+    ``hidden`` never observed. The times the model does not answer are left out (all of the
+    backcasts, for a model not trained to)."""
     held = holdout_split(spiral, extrap_fraction=0.5, interp_fraction=0.2, rng=rng)
     half = spiral.times.size // 2
-    asked = [(held.context, np.concatenate([held.interp_times, held.extrap_times]),
-              np.concatenate([held.interp_values, held.extrap_values])),
-             (Series(spiral.times[half:], spiral.values[half:]), spiral.times[:half], spiral.values[:half])]
+    at = np.concatenate([held.interp_times, held.extrap_times])
+    truth = np.concatenate([held.interp_values, held.extrap_values])
+    unseen = held.context.values.copy()
+    unseen[:, hidden] = np.nan
+    names = np.where(np.arange(truth.shape[1]) == hidden, UNSEEN_CHANNEL, OTHER_CHANNEL)
+    asked = [(held.context.times, held.context.values, at, truth, None),
+             (spiral.times[half:], spiral.values[half:], spiral.times[:half], spiral.values[:half], None)]
+    if forecaster.unseen_channels:
+        asked.append((held.context.times, unseen, at, truth, np.broadcast_to(names, truth.shape)))
     kept = []
-    for context, at, truth in asked:
-        reachable = (at >= context.times[0] - max_horizon) & (at <= context.times[-1] + max_horizon)
-        kept.append((ForecastQuery(context.times, context.values, at[reachable]), truth[reachable]))
+    for times, values, at, truth, named in asked:
+        reachable = np.ones(at.size, dtype=bool)
+        reachable[forecaster.out_of_reach(times, at)[1]] = False
+        kept.append((ForecastQuery(times, values, at[reachable]), truth[reachable],
+                     None if named is None else named[reachable]))
     return kept
 
 
@@ -90,19 +107,21 @@ def calibrate(forecaster: Forecaster, spirals: list[Series], *, num_samples: int
     """The report for ``spirals`` (see the module docstring)."""
     levels = quantile_levels(CENTRAL_LEVELS)
     rng = np.random.default_rng(seed)
-    pairs = [pair for spiral in spirals for pair in queries(spiral, rng, forecaster.max_horizon)]
+    asked = [(index, *question) for index, spiral in enumerate(spirals)
+             for question in queries(spiral, index % spiral.num_channels, rng, forecaster)]
     # Per requested value (time x channel): which spiral, kind, distance bin, z-score, and for
     # each quantile level whether the target lies below it.
     spiral_of, kind_of, bin_of, z_of, below_of = [], [], [], [], []
-    for start in range(0, len(pairs), BATCH):
-        chunk = pairs[start:start + BATCH]
-        prediction = forecaster.predict([q for q, _ in chunk], quantiles=levels, num_samples=num_samples,
-                                        seed=seed)
-        for offset, ((query, truth), forecast) in enumerate(zip(chunk, prediction.forecasts, strict=True)):
+    for start in range(0, len(asked), BATCH):
+        chunk = asked[start:start + BATCH]
+        prediction = forecaster.predict([question[1] for question in chunk], quantiles=levels,
+                                        num_samples=num_samples, seed=seed)
+        for (index, query, truth, named), forecast in zip(chunk, prediction.forecasts, strict=True):
             observed = ~np.isnan(truth)
             rows = np.nonzero(observed)[0]
-            spiral_of.append(np.full(rows.size, (start + offset) // 2))
-            kind_of.append(np.array(forecast.kind)[rows])
+            spiral_of.append(np.full(rows.size, index))
+            kinds = np.broadcast_to(np.array(forecast.kind)[:, None], truth.shape) if named is None else named
+            kind_of.append(kinds[observed])
             bin_of.append(np.digitize(distance_fraction(query), DISTANCE_BINS[1:-1])[rows])
             z_of.append(((truth - forecast.mean) / forecast.std)[observed])
             below_of.append(np.stack([(truth < forecast.quantiles[q])[observed] for q in levels], axis=1))
@@ -147,11 +166,11 @@ def calibrate(forecaster: Forecaster, spirals: list[Series], *, num_samples: int
 
 
 def print_table(report: dict) -> None:
-    print("kind            values  " + "  ".join(f"{c:>17g}" for c in CENTRAL_LEVELS) + "  mean z^2")
+    print(f"{'kind':<26} values  " + "  ".join(f"{c:>17g}" for c in CENTRAL_LEVELS) + "  mean z^2")
     for kind, r in report.items():
         cells = [f"{c['share']:.3f} [{c['bootstrap95'][0]:.3f},{c['bootstrap95'][1]:.3f}]"
                  for c in r["coverage"].values()]
-        print(f"{kind:<15} {r['values']:>6}  " + "  ".join(f"{c:>17}" for c in cells)
+        print(f"{kind:<26} {r['values']:>6}  " + "  ".join(f"{c:>17}" for c in cells)
               + f"  {r['mean_squared_z']:8.3f}")
     for kind, r in report.items():
         bins = r["coverage90_by_distance"].items()

@@ -71,6 +71,11 @@ MODELS = ("latent_ode", "rnn")
 RESULTS = Path(__file__).resolve().parent / "results" / "spirals_table2.json"
 
 
+# Table 2 scores forecasts from every point of a window: the results recorded here were trained
+# without the augmentations for backcasts and for unseen channels, which later became defaults.
+FORECASTS_ONLY = dict(backcast_fraction=0.0, hide_channel_fraction=0.0)
+
+
 @dataclasses.dataclass
 class BenchmarkConfig:
     observed: tuple[int, ...] = (30, 50, 100)
@@ -84,12 +89,12 @@ class BenchmarkConfig:
     trainer: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=400, plot_series=0, encoder="odernn", latent_dim=8, dynamics_layers=2, dynamics_hidden=64,
         decoder_hidden=64, min_window_fraction=1.0, min_context_fraction=0.5, max_context_fraction=0.5,
-        ema_decay=0.99))
+        ema_decay=0.99, **FORECASTS_ONLY))
 
 
 QUICK = BenchmarkConfig(observed=(30, 100), num_spirals=40, num_samples=4,
                         trainer=TrainConfig(epochs=2, batch_size=16, plot_series=0, val_samples=2,
-                                            encoder="odernn"))
+                                            encoder="odernn", **FORECASTS_ONLY))
 
 
 def squared_errors(predicted: list[np.ndarray], test_set: list[Series]) -> np.ndarray:

@@ -2,10 +2,13 @@
 held-out observations near their nominal level (a loose bound: 30 spirals, one seed)."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
-from benchmarks.forecast_calibration import CENTRAL_LEVELS, main, quantile_levels
+from benchmarks.forecast_calibration import CENTRAL_LEVELS, KINDS, main, quantile_levels
+from service.model.checkpoint import CONFIG_FILE
 
 
 def test_quantile_levels_hold_both_ends_of_every_interval_and_the_median():
@@ -22,9 +25,9 @@ def report(tmp_path_factory):
 
 def test_report_covers_every_kind_and_level(report):
     assert report["command"].startswith("python -m benchmarks.forecast_calibration --spirals 30")
-    assert set(report["kinds"]) == {"backcast", "interpolation", "extrapolation"}
+    assert set(report["kinds"]) == {"backcast", "interpolation", "extrapolation"}  # no unseen channels
     for kind in report["kinds"].values():
-        assert kind["spirals"] == 30
+        assert kind["spirals"] == 30 and kind["values"] > 0
         shares = [kind["coverage"][f"{c:g}"]["share"] for c in CENTRAL_LEVELS]
         assert shares == sorted(shares)  # a wider interval holds at least as much
         for c in CENTRAL_LEVELS:
@@ -32,7 +35,7 @@ def test_report_covers_every_kind_and_level(report):
             assert low <= kind["coverage"][f"{c:g}"]["share"] <= high
 
 
-@pytest.mark.parametrize("kind", ["interpolation", "extrapolation"])
+@pytest.mark.parametrize("kind", ["interpolation", "extrapolation", "backcast"])
 def test_ninety_percent_intervals_hold_about_ninety_percent(report, kind):
     assert 0.82 <= report["kinds"][kind]["coverage"]["0.9"]["share"] <= 0.98
     assert 0.6 <= report["kinds"][kind]["mean_squared_z"] <= 1.5
@@ -41,3 +44,14 @@ def test_ninety_percent_intervals_hold_about_ninety_percent(report, kind):
 def test_the_models_own_training_seed_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         main(["--spirals", "2", "--seed", "0", "--out", str(tmp_path / "x.json")])
+
+
+def test_a_model_that_answers_unseen_channels_is_asked_for_them(tmp_path):
+    bundled = Path(__file__).resolve().parents[1] / "models" / "spirals"
+    copy = shutil.copytree(bundled, tmp_path / "spirals")
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    (copy / CONFIG_FILE).write_text(json.dumps({**config, "unseen_channels": True}))
+    report = main(["--model-dir", str(copy), "--spirals", "4", "--out", str(tmp_path / "out.json")])
+    assert set(report["kinds"]) == set(KINDS)
+    unseen, other = (report["kinds"][kind]["values"] for kind in KINDS[-2:])
+    assert unseen == other > 0

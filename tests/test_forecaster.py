@@ -11,6 +11,7 @@ from latent_fixtures import sine_series, tiny_config
 
 from service.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from service.model.forecaster import Forecaster, ForecastQuery
+from service.model.series import Series
 from service.model.solver import SolverStepLimitError
 from training.latent_ode import PLOT_FILE, train
 
@@ -31,18 +32,25 @@ def query(series, at):
     return ForecastQuery(series.times, series.values, np.asarray(at, dtype=float))
 
 
+def early(series: Series, forecaster: Forecaster) -> Series:
+    """The series' observations within half of the longest training series from its first one,
+    which leaves room to forecast: sine series of other seeds can be longer than any trained on."""
+    kept = series.times <= series.times[0] + 0.5 * forecaster.max_span
+    return Series(series.times[kept], series.values[kept], series.id)
+
+
 def test_checkpoint_round_trip(trained):
     directory, in_memory = trained
     loaded = Forecaster.load(directory)
     assert (directory / PLOT_FILE).stat().st_size > 0
     assert loaded.name == directory.name and Forecaster.load(directory, name="spirals").name == "spirals"
     assert loaded.channels == ["a", "b"] and loaded.time_unit == "hours"
-    assert len(loaded.version) == 12 and loaded.max_horizon > 0
+    assert len(loaded.version) == 12 and loaded.max_backcast == pytest.approx(0.5 * loaded.max_span)
     assert set(loaded.metrics) >= {"val_interp_mse", "val_extrap_mse", "epoch"}
     config = json.loads((directory / CONFIG_FILE).read_text())
     assert config["kind"] == "latent_ode" and len(config["data"]["fingerprint"]) == 64
-    s = sine_series(1, 10, seed=5)[0]
-    q = [query(s, [s.times[0] - 1, s.times[3], s.times[-1] + 2])]
+    s = early(sine_series(1, 10, seed=5)[0], loaded)
+    q = [query(s, [s.times[0] - 1, s.times[2], s.times[0] + 0.9 * loaded.max_span])]
     a, b = in_memory.predict(q, seed=4), loaded.predict(q, seed=4)
     np.testing.assert_array_equal(a.forecasts[0].mean, b.forecasts[0].mean)
 
@@ -79,9 +87,11 @@ def copy_with_config(directory: Path, copy: Path, change) -> Path:
     (None, "time_unit", "weeks",
      r"time_unit must be null or one of \['days', 'hours', 'minutes', 'seconds'\], got 'weeks'"),
     (None, "time_unit", 5, "time_unit must be null or one of .*, got 5"),
-    (None, "max_horizon", float("inf"), "max_horizon must be a finite number above 0, got inf"),
-    (None, "max_horizon", float("nan"), "max_horizon must be a finite number above 0, got nan"),
-    (None, "max_horizon", 10**400, "max_horizon must be a finite number above 0"),
+    (None, "max_span", float("inf"), "max_span must be a finite number above 0, got inf"),
+    (None, "max_span", float("nan"), "max_span must be a finite number above 0, got nan"),
+    (None, "max_span", 10**400, "max_span must be a finite number above 0"),
+    (None, "max_backcast", -1.0, "max_backcast must be a finite number above 0, got -1.0"),
+    (None, "max_backcast", True, "max_backcast must be a finite number above 0, got True"),
     (None, "metrics", [1, 2], r"metrics must be a JSON object, got \[1, 2\]"),
     ("normalization", "std", [float("nan"), 1.0], r"normalization.std\[0\] must be a finite number above 0"),
     ("normalization", "std", [1.0, float("inf")], r"normalization.std\[1\] must be a finite number above 0"),
@@ -107,27 +117,40 @@ def test_config_values_that_would_fail_every_request_are_refused_at_load(trained
         Forecaster.load(copy)
 
 
+def test_a_checkpoint_from_before_the_answer_limits_answers_within_half_its_horizon(trained, tmp_path):
+    """Such checkpoints hold max_horizon, twice their longest training series, and were never
+    trained to backcast or to answer without a channel."""
+    directory, _ = trained
+    def legacy(config):
+        config["max_horizon"] = 2 * config.pop("max_span")
+        del config["max_backcast"], config["unseen_channels"]
+    copy = copy_with_config(directory, tmp_path / "copy", legacy)
+    old, new = Forecaster.load(copy), Forecaster.load(directory)
+    assert old.max_span == pytest.approx(new.max_span) and old.max_backcast == 0 and not old.unseen_channels
+
+
 def test_fixed_step_solver_over_its_step_cap_answers_at_once(trained, tmp_path):
     """A checkpoint with rk4 at a tiny step size used to hold the model's lock for ever on one
     request; now the request is refused as soon as its grid is counted, naming the series."""
     directory, _ = trained
     copy = copy_with_config(directory, tmp_path / "copy", lambda config: config["model"]["solver"].update(
-        method="rk4", step_size=1e-3, max_num_steps=2000))
+        method="rk4", step_size=1e-3, max_num_steps=500))
     forecaster = Forecaster.load(copy)
-    s = sine_series(2, 10, seed=5)
-    near, far = [s[0].times[0] + 0.01], [s[1].times[-1] + 0.9 * forecaster.max_horizon]
-    with pytest.raises(SolverStepLimitError, match="more than max_num_steps=2000") as raised:
+    s = [early(one, forecaster) for one in sine_series(2, 10, seed=5)]
+    near, far = [s[0].times[0] + 0.01], [s[1].times[0] + 0.9 * forecaster.max_span]
+    with pytest.raises(SolverStepLimitError, match="more than max_num_steps=500") as raised:
         forecaster.predict([query(s[0], near), query(s[1], far)])
     assert raised.value.query == 1
 
 
 def test_alone_equals_batched(trained):
     _, forecaster = trained
-    series = sine_series(5, 12, seed=7)
+    series = [early(s, forecaster) for s in sine_series(5, 12, seed=7)]
     target = series[2]
-    at = np.array([target.times[-1] + 1.5, target.times[0] - 0.5, target.times[4], target.times[0]])
+    at = np.array([target.times[-1] + 1.5, target.times[0] - 0.5, target.times[2], target.times[0]])
     alone = forecaster.predict([query(target, at)], quantiles=[0.1, 0.9], seed=3).forecasts[0]
-    others = [query(s, np.linspace(s.times[0] - 1, s.times[-1] + 3, 7)) for s in series]
+    reach = 0.95 * forecaster.max_span
+    others = [query(s, np.linspace(s.times[0] - 1, s.times[0] + reach, 7)) for s in series]
     others[2] = query(target, at)
     batched = forecaster.predict(others, quantiles=[0.1, 0.9], seed=3).forecasts[2]
     np.testing.assert_allclose(batched.mean, alone.mean, atol=1e-4, rtol=1e-4)
@@ -152,7 +175,7 @@ def spiral_times_and_values(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_bundled_model_answers_a_series_alone_as_in_a_batch_to_rounding(bundled):
     times, values = spiral_times_and_values(0)
     near = ForecastQuery(times, values, np.array([-1.0, 0.5, 2.2, 3.0, 5.0]))
-    far = ForecastQuery(np.array([0.0, 14.0]), np.array([[1.0, 1.0], [2.0, 2.0]]), np.array([29.0]))
+    far = ForecastQuery(np.array([0.0, 7.0]), np.array([[1.0, 1.0], [2.0, 2.0]]), np.array([-3.5, 7.5]))
     alone = bundled.predict([near], quantiles=[0.9], seed=7, num_samples=32).forecasts[0]
     batched = bundled.predict([far, near, far], quantiles=[0.9], seed=7, num_samples=32).forecasts[1]
     for got, expected in ((batched.mean, alone.mean), (batched.std, alone.std),
@@ -171,7 +194,7 @@ def test_bundled_models_answer_at_a_time_does_not_depend_on_the_other_times_aske
 
 def test_deterministic_per_seed_and_order_of_at_kept(trained):
     _, forecaster = trained
-    s = sine_series(1, 12, seed=9)[0]
+    s = early(sine_series(1, 12, seed=9)[0], forecaster)
     at = np.array([s.times[-1] + 1, s.times[2], s.times[-1] + 1, s.times[0] - 2])
     first = forecaster.predict([query(s, at)], seed=11)
     again = forecaster.predict([query(s, at)], seed=11)
@@ -205,8 +228,12 @@ def test_bad_queries_get_clear_errors(trained):
         (dict(times=np.array([])), "non-empty"),
         (dict(values=np.where(np.arange(s.times.size)[:, None] == 1, np.nan, s.values)), "row 1 has no"),
         (dict(at=np.array([np.nan])), "finite"),
-        (dict(at=np.array([s.times[-1] + 10 * forecaster.max_horizon])), "at most"),
+        (dict(at=np.array([s.times[0] + 1.01 * forecaster.max_span])), "after the series' first observation"),
+        (dict(at=np.array([s.times[0] - 1.01 * forecaster.max_backcast])), "backcasts at most"),
+        (dict(times=s.times * 10), "span .* this model reads at most"),
         (dict(values=np.full_like(s.values, np.inf)), "infinite"),
+        (dict(values=np.where(np.arange(2) == 0, np.nan, np.nan_to_num(s.values, nan=0.5))),
+         "channel 'a' is never observed in this series"),
     ]
     for change, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -219,9 +246,9 @@ def test_bad_queries_get_clear_errors(trained):
     assert forecaster.predict([]).forecasts == []
 
 
-def test_single_observation_and_missing_channel_query(trained):
+def test_single_observation_query(trained):
     _, forecaster = trained
-    single = ForecastQuery(np.array([3.0]), np.array([[np.nan, 2.5]]), np.array([2.0, 3.0, 4.5]))
+    single = ForecastQuery(np.array([3.0]), np.array([[0.5, 2.5]]), np.array([2.0, 3.0, 4.5]))
     forecast = forecaster.predict([single], quantiles=[0.5]).forecasts[0]
     assert forecast.kind == ["backcast", "interpolation", "extrapolation"]
     assert forecast.mean.shape == forecast.std.shape == forecast.quantiles[0.5].shape == (3, 2)

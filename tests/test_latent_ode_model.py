@@ -9,7 +9,7 @@ import torch
 from service.model.batching import Batch, collate
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Series
-from service.model.solver import SolverConfig, SolverStepLimitError
+from service.model.solver import SolverConfig, SolverStepLimitError, solve
 
 torch.set_num_threads(1)
 
@@ -33,6 +33,47 @@ def test_collate_shifts_each_series_to_zero_on_the_union_grid():
     assert batch.values[0, 2].tolist() == [2.0, 3.0]
     assert not torch.isnan(batch.values).any()
     assert batch.observed_rows.tolist() == [[True, False, True, True], [True, True, False, False]]
+
+
+def test_collate_places_each_series_relative_to_its_given_origin():
+    a = Series([10.0, 11.0, 13.0], [[1.0, np.nan], [2.0, 3.0], [np.nan, 4.0]], "a")
+    b = Series([5.0, 5.5], [[7.0, 8.0], [9.0, np.nan]], "b")
+    batch = collate([a, b], origins=np.array([11.0, 5.0]))
+    assert batch.times.tolist() == [-1.0, 0.0, 0.5, 2.0]
+    assert batch.origins.tolist() == [11.0, 5.0]
+    assert batch.mask[0].tolist() == [[True, False], [True, True], [False, False], [False, True]]
+
+
+def test_times_before_zero_are_solved_backwards_from_z0():
+    model = model_for("rnn", solver=SolverConfig(method="dopri5", rtol=1e-7, atol=1e-9))
+    z0 = torch.randn(3, model.config.latent_dim, generator=torch.Generator().manual_seed(1))
+    times = torch.tensor([-0.8, -0.3, 0.0, 0.4, 1.0])
+    with torch.no_grad():
+        path = model.latent_path(z0, times)
+        torch.testing.assert_close(path[2:], model.latent_path(z0, times[2:]))   # the forward part as before
+        torch.testing.assert_close(path[2], z0)
+        backwards = solve(model.dynamics, z0, torch.tensor([0.0, -0.3, -0.8]), model.config.solver)
+        torch.testing.assert_close(path[:2], backwards[1:].flip(0))
+        # and solving forward again from the earliest state comes back to z0
+        again = solve(model.dynamics, path[0], torch.tensor([0.0, 0.8]), model.config.solver)[-1]
+        torch.testing.assert_close(again, z0, rtol=1e-4, atol=1e-5)
+
+
+def test_points_before_the_context_enter_the_loss():
+    """A series read from its third point on (a backcast context): its first two points are
+    scored, solved backwards, so changing one of them changes the loss."""
+    model = model_for("rnn")
+    times = [0.0, 0.5, 1.0, 1.5, 2.0]
+    values = [[1.0, 0.0], [0.8, 0.3], [0.5, 0.5], [0.2, 0.6], [0.0, 0.7]]
+    context = collate([Series(times[2:], values[2:], "s")])
+    losses = []
+    for first in (values[0], [5.0, -5.0]):
+        batch = collate([Series(times, [first, *values[1:]], "s")], origins=context.origins)
+        assert batch.times.tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+        terms = model(batch, generator=torch.Generator().manual_seed(0), context=context)
+        assert terms.num_values == 10
+        losses.append(terms.loss.item())
+    assert losses[1] > losses[0] + 1
 
 
 def test_collate_refuses_mismatched_channels_and_inseparable_times():

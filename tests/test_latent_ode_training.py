@@ -1,6 +1,7 @@
 """The latent-ODE trainer: it learns, it resumes exactly, it validates its inputs."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -15,11 +16,11 @@ from service.model.checkpoint import (
     save_checkpoint,
     train_state_path,
 )
-from service.model.forecaster import Forecaster
+from service.model.forecaster import Forecaster, ForecastQuery
 from service.model.latent_ode import LatentODE
 from service.model.series import Normalization, Series, constant_channels
 from training.__main__ import main as training_main
-from training.augment import context_count, prefix, subsample, window
+from training.augment import context_count, hide_channel, prefix, subsample, suffix, window
 from training.data.csv_series import load_csv
 from training.holdout import holdout_split
 from training.latent_ode import TrainConfig, train
@@ -60,11 +61,12 @@ def last_weights(out):
     return {k: v for k, v in tensors.items() if k.startswith(("model.", "average."))}
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_continues_exactly(tmp_path, ema_decay):
+@pytest.mark.parametrize(("ema_decay", "backcast_fraction"), [(0.0, 0.0), (0.9, 0.0), (0.0, 0.5)])
+def test_resume_continues_exactly(tmp_path, ema_decay, backcast_fraction):
     data = sine_series(10, 10, seed=0), sine_series(3, 10, seed=1)
     augment = dict(optimizer="adamax", min_window_fraction=0.7, min_keep_fraction=0.6,
-                   min_context_fraction=0.5, ema_decay=ema_decay)
+                   min_context_fraction=0.5, ema_decay=ema_decay, backcast_fraction=backcast_fraction,
+                   hide_channel_fraction=backcast_fraction)
     config = tiny_config(epochs=2, **augment)
     train(config, *data, out=tmp_path / "straight")
     train(tiny_config(epochs=1, **augment), *data, out=tmp_path / "split")
@@ -159,11 +161,32 @@ def test_augmentations_keep_order_and_size_bounds():
     rng = np.random.default_rng(0)
     for _ in range(20):
         w, k, p = window(s, 0.5, rng), subsample(s, 0.5, rng), prefix(s, 0.5, 1.0, rng)
+        x = suffix(s, 0.5, 0.7, rng)
         start = int(np.searchsorted(s.times, w.times[0]))
         np.testing.assert_array_equal(w.times, s.times[start:start + w.times.size])
         np.testing.assert_array_equal(p.times, s.times[:p.times.size])
+        np.testing.assert_array_equal(x.times, s.times[-x.times.size:])
+        np.testing.assert_array_equal(x.values, s.values[-x.times.size:])
         assert np.isin(k.times, s.times).all() and np.all(np.diff(k.times) > 0)
-        assert min(w.times.size, k.times.size, p.times.size) >= np.ceil(0.5 * s.times.size)
+        assert min(w.times.size, k.times.size, p.times.size, x.times.size) >= np.ceil(0.5 * s.times.size)
+        assert x.times.size <= np.ceil(0.7 * s.times.size)
+
+
+def test_hide_channel_keeps_one_channel_from_the_encoder():
+    rng = np.random.default_rng(0)
+    s = Series([0.0, 1.0, 2.0, 3.0], [[1.0, np.nan], [2.0, 5.0], [np.nan, 6.0], [4.0, 7.0]], "s")
+    hidden = {}
+    for _ in range(40):
+        h = hide_channel(s, rng)
+        gone = int(np.flatnonzero(~h.mask.any(axis=0))[0])
+        hidden[gone] = h.times.tolist()
+        assert not np.isnan(h.values).all(axis=1).any()      # no row left without a value
+        np.testing.assert_array_equal(h.values[:, 1 - gone], s.values[np.isin(s.times, h.times), 1 - gone])
+    assert hidden == {0: [1.0, 2.0, 3.0], 1: [0.0, 1.0, 3.0]}  # each channel in turn, its only rows dropped
+    one_channel = Series([0.0, 1.0], [[1.0], [2.0]], "one")
+    assert hide_channel(one_channel, rng) is one_channel
+    sparse = Series([0.0, 1.0, 2.0], [[1.0, np.nan], [np.nan, 2.0], [np.nan, 3.0]], "sparse")
+    assert hide_channel(sparse, np.random.default_rng(1)).times.size >= 2   # x alone would leave 1 row
 
 
 def test_context_count_stays_within_its_fractions():
@@ -175,6 +198,17 @@ def test_context_count_stays_within_its_fractions():
     for low, high in ((0.6, 0.5), (0.0, 0.5), (0.5, 1.2)):
         with pytest.raises(ValueError, match="min_context_fraction <= max_context_fraction"):
             TrainConfig(min_context_fraction=low, max_context_fraction=high)
+
+
+@pytest.mark.parametrize(("settings", "words"), [
+    (dict(backcast_fraction=-0.1), "backcast_fraction must be in [0, 1], got -0.1"),
+    (dict(backcast_fraction=1.5), "backcast_fraction must be in [0, 1], got 1.5"),
+    (dict(backcast_fraction=float("nan")), "backcast_fraction must be in [0, 1], got nan"),
+    (dict(hide_channel_fraction=2.0), "hide_channel_fraction must be in [0, 1], got 2.0"),
+])
+def test_backcast_fraction_is_checked(settings, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        TrainConfig(**settings)
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -454,3 +488,28 @@ def test_ctrl_c_says_whether_there_is_anything_to_resume(tmp_path, monkeypatch, 
         with pytest.raises(SystemExit) as exit_:
             training_main(["latent-ode", "--out", str(out)])
         assert exit_.value.code == 130 and words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("settings", "backcast"), [
+    (dict(), 0.5), (dict(min_context_fraction=0.8), 0.2), (dict(backcast_fraction=0.0), 0.0),
+    (dict(min_context_fraction=1.0), 0.0),        # an encoder that reads every point: nothing before it
+])
+def test_the_checkpoint_says_how_far_the_model_answers(settings, backcast):
+    train_series = sine_series(8, 10, seed=0)
+    forecaster, _ = train(tiny_config(epochs=1, **settings), train_series, sine_series(3, 10, seed=1))
+    longest = max(s.times[-1] - s.times[0] for s in train_series)
+    assert forecaster.max_span == longest
+    assert forecaster.max_backcast == pytest.approx(backcast * longest)
+    assert forecaster.unseen_channels is False
+
+
+def test_a_model_trained_with_hidden_channels_answers_series_without_one():
+    forecaster, _ = train(tiny_config(epochs=1, hide_channel_fraction=0.3), sine_series(8, 10, seed=0),
+                          sine_series(3, 10, seed=1))
+    assert forecaster.unseen_channels is True
+    s = sine_series(1, 10, seed=2)[0]
+    values = s.values.copy()
+    values[:, 0] = np.nan
+    kept = ~np.isnan(values).all(axis=1)
+    query = ForecastQuery(s.times[kept], values[kept], np.array([s.times[kept][-1] + 0.5]))
+    assert np.isfinite(forecaster.predict([query]).forecasts[0].mean).all()

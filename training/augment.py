@@ -10,7 +10,12 @@ about 0.8, and the third the RMSE from 30 points from 1.97 to 0.92):
   series still forecasts well from sparse ones;
 - :func:`prefix` is what the encoder reads (the likelihood covers the whole series), which
   trains the model to forecast: Rubanova et al.'s extrapolation setting, with a random cut
-  instead of a fixed half.
+  instead of a fixed half; :func:`suffix`, read instead for some series, trains it to backcast
+  (to solve its dynamics backwards from the first point read to the points before it), which
+  training on prefixes alone never scores;
+- :func:`hide_channel` keeps one channel from the encoder while the likelihood still scores
+  it, which trains the model for series that never observe a channel: without it, a model that
+  always saw every channel answered for an unseen one confidently and wrongly.
 
 Every count is drawn from the step's generator, so a seeded run is repeatable.
 """
@@ -29,6 +34,12 @@ def random_count(n: int, min_fraction: float, rng: np.random.Generator, max_frac
     low = min(n, max(2, math.ceil(min_fraction * n)))
     high = min(n, max(low, math.ceil(max_fraction * n)))
     return int(rng.integers(low, high + 1))
+
+
+def draw(rng: np.random.Generator, count: int, fraction: float) -> np.ndarray:
+    """``count`` choices, each true with probability ``fraction``; at 0 nothing is drawn, so that
+    runs without an augmentation take the random stream they took before it existed."""
+    return rng.random(count) < fraction if fraction else np.zeros(count, dtype=bool)
 
 
 def window(s: Series, min_fraction: float, rng: np.random.Generator) -> Series:
@@ -59,3 +70,24 @@ def prefix(s: Series, min_fraction: float, max_fraction: float, rng: np.random.G
     """The first part of a series, what a forecaster would have seen before the rest."""
     count = context_count(s.times.size, min_fraction, max_fraction, rng)
     return Series(s.times[:count], s.values[:count], s.id)
+
+
+def suffix(s: Series, min_fraction: float, max_fraction: float, rng: np.random.Generator) -> Series:
+    """The last part of a series, what a backcaster would have seen after the rest."""
+    count = context_count(s.times.size, min_fraction, max_fraction, rng)
+    return Series(s.times[-count:], s.values[-count:], s.id)
+
+
+def hide_channel(s: Series, rng: np.random.Generator) -> Series:
+    """The series without one of its observed channels, drawn at random, and without the rows left
+    with no observed value. A series that observes fewer than two channels, or would keep fewer
+    than two rows, is returned as it is."""
+    observed = np.flatnonzero(s.mask.any(axis=0))
+    if observed.size < 2:
+        return s
+    values = s.values.copy()
+    values[:, int(rng.choice(observed))] = np.nan
+    kept = ~np.isnan(values).all(axis=1)
+    if kept.sum() < 2:
+        return s
+    return Series(s.times[kept], values[kept], s.id)

@@ -30,31 +30,34 @@ class Target:
     part: np.ndarray
 
 
-def holdout_targets(holdouts: list[Holdout], max_horizon: float) -> list[Target]:
-    """Held-out points (``interp``) and tails (``extrap``); targets beyond the horizon are left out."""
-    targets = []
-    for h in holdouts:
-        at = np.concatenate([h.interp_times, h.extrap_times])
-        part = np.array(["interp"] * h.interp_times.size + ["extrap"] * h.extrap_times.size)
-        reachable = at <= h.context.times[-1] + max_horizon
-        truth = np.concatenate([h.interp_values, h.extrap_values])
-        targets.append(Target(ForecastQuery(h.context.times, h.context.values, at[reachable]),
-                              truth[reachable], part[reachable]))
-    return targets
+def answerable(context: Series, at: np.ndarray, truth: np.ndarray, part: np.ndarray | str,
+               max_span: float) -> Target:
+    """The target as the model can be asked it: a context longer than ``max_span`` (a validation
+    or test series longer than any training series) cut to its most recent ``max_span``, as the
+    server tells a client to, and the times outside ``max_span`` after its first observation
+    left out."""
+    recent = context.times >= context.times[-1] - max_span
+    times, values = context.times[recent], context.values[recent]
+    reachable = (at >= times[0]) & (at <= times[0] + max_span)
+    part = np.broadcast_to(np.asarray(part), at.shape)
+    return Target(ForecastQuery(times, values, at[reachable]), truth[reachable], part[reachable])
 
 
-def future_targets(series: list[Series], max_horizon: float) -> list[Target]:
+def holdout_targets(holdouts: list[Holdout], max_span: float) -> list[Target]:
+    """Held-out points (``interp``) and tails (``extrap``), as :func:`answerable` asks them."""
+    return [answerable(h.context, np.concatenate([h.interp_times, h.extrap_times]),
+                       np.concatenate([h.interp_values, h.extrap_values]),
+                       np.repeat(["interp", "extrap"], [h.interp_times.size, h.extrap_times.size]), max_span)
+            for h in holdouts]
+
+
+def future_targets(series: list[Series], max_span: float) -> list[Target]:
     """The clean future that a source such as the spirals provides beyond each whole series
-    (``extra["future_times"]``, ``extra["future_values"]``); none when it provides none."""
-    targets = []
-    for s in series:
-        if "future_times" not in s.extra or "future_values" not in s.extra:
-            continue
-        at, truth = np.asarray(s.extra["future_times"]), np.asarray(s.extra["future_values"])
-        reachable = at <= s.times[-1] + max_horizon
-        targets.append(Target(ForecastQuery(s.times, s.values, at[reachable]), truth[reachable],
-                              np.full(int(reachable.sum()), "future")))
-    return targets
+    (``extra["future_times"]``, ``extra["future_values"]``), as :func:`answerable` asks it; none
+    when it provides none."""
+    return [answerable(s, np.asarray(s.extra["future_times"]), np.asarray(s.extra["future_values"]), "future",
+                       max_span)
+            for s in series if "future_times" in s.extra and "future_values" in s.extra]
 
 
 INTERVAL = (0.05, 0.95)

@@ -9,7 +9,8 @@ Each epoch: minibatches of training series (each rank its shard) are collated on
 union time grid and the negative ELBO/IWAE bound is minimised (KL annealed linearly over
 ``kl_warmup_epochs``; learning rate decayed per step as in latent_ode's run_models.py), each
 series first cropped (``min_window_fraction`` < 1), thinned (``min_keep_fraction`` < 1) and
-read only in part (``min_context_fraction`` < 1) as :mod:`training.augment` explains. Where the
+read only in part (``min_context_fraction`` < 1; the last part for a ``backcast_fraction`` of
+them, which trains backcasts) as :mod:`training.augment` explains. Where the
 series already start at every phase and the forecasts asked for are long (the spirals: read
 100 steps, forecast 100), whole series (``min_window_fraction`` = 1) train that horizon
 better: crops seldom leave it; ``max_context_fraction`` = ``min_context_fraction`` = 0.5 is
@@ -48,7 +49,7 @@ from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.series import Normalization, Series
 from service.model.solver import SolverConfig
 from training import distributed
-from training.augment import prefix, subsample, window
+from training.augment import draw, hide_channel, prefix, subsample, suffix, window
 from training.command_checks import check_out, check_threads
 from training.data.dataset import (
     check_channels_observed,
@@ -125,6 +126,9 @@ class TrainConfig:
     min_keep_fraction: float = 0.3  # < 1: each step keeps a random share of each series' points
     min_context_fraction: float = 0.5  # < 1: the encoder reads only a random first share of each
     max_context_fraction: float = 1.0  # series, between these two fractions of its points
+    backcast_fraction: float = 0.25  # of the series, those whose encoder reads a last share instead
+    # (none when it reads every point, min_context_fraction 1: such a model does not backcast)
+    hide_channel_fraction: float = 0.0  # of the series, those whose encoder reads one channel less
     # validation
     extrap_fraction: float = 0.5
     interp_fraction: float = 0.2
@@ -159,6 +163,9 @@ class TrainConfig:
         if not 0 < self.min_context_fraction <= self.max_context_fraction <= 1:
             raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
                              f"{self.min_context_fraction} and {self.max_context_fraction}")
+        for name in ("backcast_fraction", "hide_channel_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("min_window_fraction", "min_keep_fraction", "interp_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
@@ -242,12 +249,18 @@ def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, dd
             chosen = [window(s, config.min_window_fraction, rank_rng) for s in chosen]
         if config.min_keep_fraction < 1:
             chosen = [subsample(s, config.min_keep_fraction, rank_rng) for s in chosen]
-        batch = collate(chosen).to(ctx.device)
         context = None
-        if config.min_context_fraction < 1:
-            prefixes = [prefix(s, config.min_context_fraction, config.max_context_fraction, rank_rng)
-                        for s in chosen]
-            context = collate(prefixes).to(ctx.device)
+        if config.min_context_fraction < 1 or config.hide_channel_fraction:
+            parts = chosen
+            if config.min_context_fraction < 1:
+                backcast = draw(rank_rng, len(parts), config.backcast_fraction)
+                fractions = config.min_context_fraction, config.max_context_fraction
+                parts = [(suffix if b else prefix)(s, *fractions, rank_rng)
+                         for s, b in zip(parts, backcast, strict=True)]
+            hidden = draw(rank_rng, len(parts), config.hide_channel_fraction)
+            parts = [hide_channel(s, rank_rng) if h else s for s, h in zip(parts, hidden, strict=True)]
+            context = collate(parts).to(ctx.device)
+        batch = collate(chosen, origins=None if context is None else context.origins).to(ctx.device)
         kl_coef = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
         for group in optimizer.param_groups:
             group["lr"] = max(config.lr * config.lr_decay ** step, config.lr_min)
@@ -309,18 +322,22 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     validated = model if averaged is None else averaged.module  # the weights that are measured and kept
     normalized = [Series(normalization.times(s.times), normalization.values(s.values), s.id)
                   for s in train_series]
+    # What the model answers (service.model.forecaster): within the longest series it learned
+    # from, and before a series' first observation only as far as training backcast.
     longest_span = max(s.times[-1] - s.times[0] for s in train_series)
-    max_horizon = 2 * longest_span if longest_span > 0 else 1.0
+    max_span = longest_span if longest_span > 0 else 1.0
+    max_backcast = (1 - config.min_context_fraction) * max_span if config.backcast_fraction else 0.0
     checkpoint_config = {
         "model": model.config.to_dict(), "channels": channels, "normalization": normalization.to_dict(),
-        "time_unit": time_unit, "max_horizon": max_horizon,
+        "time_unit": time_unit, "max_span": max_span, "max_backcast": max_backcast,
+        "unseen_channels": config.hide_channel_fraction > 0,
         "data": {"source": source, "fingerprint": fingerprint([*train_series, *val_series, *test_series]),
                  "num_train": len(train_series), "num_val": len(val_series), "num_test": len(test_series)},
         "training": asdict(config), "metrics": {}, "finished": False,  # until the end of the run
     }
     check_validation_holds_out(val_series, [*train_series, *val_series, *test_series], config.extrap_fraction)
     holdouts = holdouts_of(val_series, config, stream=0)
-    val_targets = holdout_targets(holdouts, max_horizon)[ctx.rank::ctx.world_size]
+    val_targets = holdout_targets(holdouts, max_span)[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
     start_epoch, step, best = 0, 0, None
@@ -374,9 +391,9 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     model.load_state_dict(best_state)
     checkpoint_config["finished"] = True  # the model kept, measured on the test series below
     forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
-    final_targets = {"val": future_targets(val_series, max_horizon),
-                     "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), max_horizon)
-                     + future_targets(list(test_series), max_horizon)}
+    final_targets = {"val": future_targets(val_series, max_span),
+                     "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), max_span)
+                     + future_targets(list(test_series), max_span)}
     for prefix_, targets in final_targets.items():
         best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}
     forecaster.metrics = best

@@ -52,7 +52,7 @@ def plot_forecasts(forecaster: Forecaster, holdouts: list[Holdout], path: str | 
         window_end = context.times[-1]
         future = np.asarray(context.extra.get("future_times", []))
         series_end = max([window_end, *holdout.extrap_times[-1:], *future[-1:]])
-        series_end = min(series_end, window_end + forecaster.max_horizon)
+        series_end = min(series_end, context.times[0] + forecaster.max_span)
         at = np.linspace(context.times[0], series_end, POINTS_PER_CURVE)
         forecast = forecaster.predict([ForecastQuery(context.times, context.values, at)], quantiles=BAND,
                                       num_samples=num_samples, seed=seed).forecasts[0]

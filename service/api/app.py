@@ -47,9 +47,11 @@ any parameters) or `application/...+json`; anything else, a missing one included
 does a `Content-Encoding` other than `identity`; the body must be UTF-8 (a byte order mark is
 skipped).
 
-**Horizon**: a requested time may lie at most the model's `max_horizon` (see `GET /models`)
-before the first or after the last observation, and a series' observations may span at most
-that much (twice the model's longest training series).
+**Reach**: a model answers within what it was trained on (see `GET /models`): a series'
+observations, and the times asked after its first observation, lie at most `max_span` (its
+longest training series) from that first observation; a time before it, at most
+`max_backcast` (0 for a model not trained to backcast). A series must observe every channel at
+least once, unless the model's `unseen_channels` is true.
 
 **Values**: an observed value must lie within the model's `value_limits` (see `GET /models`):
 100 training standard deviations either side of its channel's training mean. Further out the

@@ -117,6 +117,9 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     if empty.size:
         raise _invalid((*loc, "values", int(empty[0])), "every channel is missing; a row needs at least "
                                                         "one value", "empty_row")
+    unseen = model.unseen_channel(values)
+    if unseen is not None:
+        raise _invalid((*loc, "values"), model.unseen_channel_message(unseen), "channel_never_observed")
     outside = model.value_out_of_limits(values)
     if outside is not None:
         row, channel = outside
@@ -140,12 +143,12 @@ def build_query(series: SeriesIn, model: Forecaster, settings: Settings, loc: Lo
     span = times[-1] - times[0]
     if model.window_too_long(times):
         unit = model.time_unit or "time units"
-        shown_span, limit = _amounts(span, model.max_horizon)
+        shown_span, limit = _amounts(span, model.max_span)
         message = (f"the observations span {shown_span} {unit}; model {model.name!r} reads windows of "
-                   f"at most {limit} {unit} (twice its longest training series): send the most recent part")
+                   f"at most {limit} {unit} (its longest training series): send the most recent part")
         raise _invalid((*loc, "times"), message, "window_too_long")
     at = time_numbers(series.at, model, (*loc, "at"), zone)
-    _check_horizon(at, times, series.at, model, (*loc, "at"))
+    _check_reach(at, times, series.at, model, (*loc, "at"))
     return ForecastQuery(times=times, values=values, at=at)
 
 
@@ -157,18 +160,16 @@ def _amounts(distance: float, limit: float) -> tuple[str, str]:
     return numbers_apart(distance, limit)
 
 
-def _check_horizon(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str], model: Forecaster,
-                   loc: Loc) -> None:
-    distance, beyond = model.horizon_distances(times, at)
+def _check_reach(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str], model: Forecaster,
+                 loc: Loc) -> None:
+    distance, beyond = model.out_of_reach(times, at)
     if beyond.size:
         j = int(beyond[0])
-        side = "before the first" if at[j] < times[0] else "after the last"
-        unit = model.time_unit or "time units"
-        shown_distance, limit = _amounts(distance[j], model.max_horizon)
-        message = (f"{shown(sent[j])} lies {shown_distance} {unit} {side} observation; model "
-                   f"{model.name!r} answers at most {limit} {unit} before the first or after the last "
-                   "observation")
-        raise _invalid((*loc, j), message, "beyond_horizon")
+        if not math.isfinite(distance[j]):
+            raise _invalid((*loc, j), f"{shown(sent[j])} lies more than any float from the series' first "
+                           f"observation; model {model.name!r} does not answer there", "beyond_horizon")
+        message = model.reach_message(distance[j], at[j] < times[0], model.time_unit or "time units")
+        raise _invalid((*loc, j), f"{shown(sent[j])} {message}", "beyond_horizon")
 
 
 def check_request(request: ForecastRequest, settings: Settings, channels: int) -> None:

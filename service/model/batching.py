@@ -31,7 +31,8 @@ from service.model.series import Series
 
 @dataclass
 class Batch:
-    """``times`` (T,) strictly increasing, starting at 0; ``values``/``mask`` (B, T, C).
+    """``times`` (T,) strictly increasing, from 0 (before 0 only where :func:`collate` was given
+    ``origins``); ``values``/``mask`` (B, T, C).
 
     Unobserved entries of ``values`` are 0 (never NaN) so that they cannot poison arithmetic;
     every use of a value goes through ``mask``.
@@ -64,8 +65,12 @@ def union_grid(times: list[np.ndarray], dtype: torch.dtype = torch.float32
     return grid, indices
 
 
-def collate(series: list[Series], dtype: torch.dtype = torch.float32) -> Batch:
-    """Lay normalised series out on the sorted union of their times (each shifted to start at 0)."""
+def collate(series: list[Series], dtype: torch.dtype = torch.float32,
+            origins: np.ndarray | None = None) -> Batch:
+    """Lay normalised series out on the sorted union of their times, each shifted so that its
+    first observation is at 0, or its entry of ``origins`` when given: the trainer places a series
+    relative to the first point its encoder read, so that points before it are backcasts (at
+    negative times)."""
     if not series:
         raise ValueError("cannot collate an empty list of series")
     channels = series[0].num_channels
@@ -74,8 +79,9 @@ def collate(series: list[Series], dtype: torch.dtype = torch.float32) -> Batch:
             raise ValueError(f"series {s.id!r} has no observations")
         if s.num_channels != channels:
             raise ValueError(f"series {s.id!r} has {s.num_channels} channels, expected {channels}")
-    origins = np.array([s.times[0] for s in series])
-    grid, indices = union_grid([s.times - s.times[0] for s in series], dtype)
+    if origins is None:
+        origins = np.array([s.times[0] for s in series])
+    grid, indices = union_grid([s.times - origin for s, origin in zip(series, origins, strict=True)], dtype)
     values = torch.zeros(len(series), grid.numel(), channels, dtype=dtype)
     mask = torch.zeros(len(series), grid.numel(), channels, dtype=torch.bool)
     for row, (s, index) in enumerate(zip(series, indices, strict=True)):

@@ -25,9 +25,23 @@ which other times are asked for, to float rounding:
 
 The same inputs and seed give the same answer.
 
-``max_horizon`` (user time units) bounds how far before the first or after the last
-observation a requested time may lie; the trainer sets it to twice the longest training
-series' span, beyond which a learned vector field has never been exercised.
+What a model answers is what it was trained on (``benchmarks/forecast_calibration.py``
+measures how calibrated it is there), in user time units:
+
+- ``max_span``: the longest training series. A series' observations and the times asked after
+  its first observation lie within that much of it, since every answer integrates from z0
+  there: longer windows, and forecasts further out, were never scored and came back confidently
+  wrong (on the spirals: 90 % intervals holding 15-50 % of new points);
+- ``max_backcast``: how far before the first observation a time may lie, as far as the trainer
+  scored backcasts (``backcast_fraction``); 0 for a model never trained to backcast, whose
+  intervals there held 2-60 %.
+
+A series that never observes a channel is answered only by a model trained to
+(``unseen_channels``, the trainer's ``hide_channel_fraction``): one that always saw every
+channel answered it far off, for the observed channels too.
+
+Checkpoints from before these two hold ``max_horizon``, which their trainer set to twice the
+longest training series: they answer within half of it, and never before the first observation.
 """
 
 from __future__ import annotations
@@ -84,6 +98,16 @@ def numbers_apart(x: float, limit: float) -> tuple[str, str]:
     return shown, bound
 
 
+def answer_limits(name: str, config: dict[str, Any]) -> tuple[float, float]:
+    """``max_span`` and ``max_backcast`` of a checkpoint's config (see the module docstring)."""
+    if "max_span" not in config:
+        return positive_number(f"{name}: max_horizon", config["max_horizon"]) / 2, 0.0
+    backcast = config["max_backcast"]
+    if not (isinstance(backcast, int | float) and not isinstance(backcast, bool) and backcast == 0):
+        backcast = positive_number(f"{name}: max_backcast", backcast)
+    return positive_number(f"{name}: max_span", config["max_span"]), float(backcast)
+
+
 @dataclass
 class ForecastQuery:
     times: np.ndarray
@@ -125,7 +149,10 @@ class Forecaster:
         if not (self.time_unit is None or isinstance(self.time_unit, str) and self.time_unit in UNITS):
             raise ValueError(f"{name}: time_unit must be null or one of {sorted(UNITS)}, "
                              f"got {self.time_unit!r}")
-        self.max_horizon = positive_number(f"{name}: max_horizon", config["max_horizon"])
+        self.max_span, self.max_backcast = answer_limits(name, config)
+        self.unseen_channels = config.get("unseen_channels", False)
+        if not isinstance(self.unseen_channels, bool):
+            raise ValueError(f"{name}: unseen_channels must be true or false, got {self.unseen_channels!r}")
         self.metrics = json_object(config["metrics"], f"{name}: metrics")
         # False: the best epoch so far of a run that was interrupted, failed or is still going (a
         # valid model, served, but listed as such); checkpoints older than the flag were finished.
@@ -138,6 +165,20 @@ class Forecaster:
             raise ValueError(f"{name}: {sizes[0]} channel names, a {sizes[1]}-channel model and a "
                              f"{sizes[2]}-channel normalisation")
         self.value_limits = value_limits(self.normalization)
+
+    def unseen_channel(self, values: np.ndarray) -> int | None:
+        """The first channel that no row of ``values`` (n, C) observes, for a model not trained to
+        answer without one (``unseen_channels``); None if there is none, or the model was."""
+        if self.unseen_channels:
+            return None
+        never = np.flatnonzero(np.isnan(values).all(axis=0))
+        return int(never[0]) if never.size else None
+
+    def unseen_channel_message(self, channel: int) -> str:
+        return (f"channel {self.channels[channel]!r} is never observed in this series; model {self.name!r} "
+                "was not trained to answer for a channel a series never observes (without one, its "
+                "answers for every channel were far off): send at least one value of each channel, or "
+                "use a model trained with --hide-channel-fraction")
 
     def value_out_of_limits(self, values: np.ndarray) -> tuple[int, int] | None:
         """(row, channel) of the first of ``values`` (n, C) outside :attr:`value_limits`, if any."""
@@ -163,22 +204,34 @@ class Forecaster:
                 "deviations either side of the training mean; check the values' units")
 
     def window_too_long(self, times: np.ndarray) -> bool:
-        """Whether the increasing ``times`` span more than ``max_horizon``, compared as a client
-        would compute the limit (``first + max_horizon``), so a window of exactly that is read."""
-        return bool(times[-1] > times[0] + self.max_horizon)
+        """Whether the increasing ``times`` span more than ``max_span``, compared as a client would
+        compute the limit (``first + max_span``), so a window of exactly that is read."""
+        return bool(times[-1] > times[0] + self.max_span)
 
-    def horizon_distances(self, times: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """How far each of ``at`` lies before the first or after the last of the increasing
-        ``times`` (negative inside them), and the indices of those beyond ``max_horizon``.
-
-        Beyond is ``at > last + max_horizon`` or ``at < first - max_horizon``, as a client computes
-        the limit: the difference ``at - last`` can round one ulp above ``max_horizon`` for a time
-        the client set to exactly ``last + max_horizon``, and was refused ("lies 15.03431514 ...
-        at most 15.03431514"). No slack is added: one that grows with the times' size let times
-        near 1e17 through at any distance."""
-        distance = np.maximum(times[0] - at, at - times[-1])
-        beyond = (at > times[-1] + self.max_horizon) | (at < times[0] - self.max_horizon)
+    def out_of_reach(self, times: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How far each of ``at`` lies from the first of the increasing ``times`` (after it or
+        before it), and the indices of those the model does not answer: ``at > first + max_span``
+        or ``at < first - max_backcast``, as a client computes the limits. (A difference such as
+        ``at - first`` can round one ulp above the limit for a time set to exactly the limit; and
+        no slack is added: one that grows with the times' size let times near 1e17 through at any
+        distance.)"""
+        distance = np.abs(at - times[0])
+        beyond = (at > times[0] + self.max_span) | (at < times[0] - self.max_backcast)
         return distance, np.flatnonzero(beyond)
+
+    def reach_message(self, distance: float, before: bool, unit: str) -> str:
+        """Why a time ``distance`` before or after a series' first observation is not answered."""
+        if before and self.max_backcast == 0:
+            return (f"lies {distance:.10g} {unit} before the series' first observation; model {self.name!r} "
+                    "was not trained to backcast: ask for times from the first observation on")
+        limit = self.max_backcast if before else self.max_span
+        shown, limit = numbers_apart(distance, limit)
+        if before:
+            return (f"lies {shown} {unit} before the series' first observation; model {self.name!r} "
+                    f"backcasts at most {limit} {unit}, as far as it was trained to")
+        return (f"lies {shown} {unit} after the series' first observation; model {self.name!r} answers "
+                f"at most {limit} {unit} after it (its longest training series): send only the "
+                f"observations of the last {limit} {unit} before the time asked")
 
     @classmethod
     def load(cls, directory: str | Path, name: str | None = None) -> Forecaster:
@@ -234,6 +287,9 @@ class Forecaster:
         empty_rows = np.flatnonzero(np.isnan(values).all(axis=1))
         if empty_rows.size:
             raise ValueError(f"{where}.values: row {int(empty_rows[0])} has no observed channel")
+        unseen = self.unseen_channel(values)
+        if unseen is not None:
+            raise ValueError(f"{where}.values: {self.unseen_channel_message(unseen)}")
         outside = self.value_out_of_limits(values)
         if outside is not None:
             row, channel = outside
@@ -241,13 +297,14 @@ class Forecaster:
                              f"{self.limits_message(values[row, channel], channel)}")
         if at.ndim != 1 or not np.all(np.isfinite(at)):
             raise ValueError(f"{where}.at: expected a 1-D array of finite times")
-        distance, beyond = self.horizon_distances(times, at)
+        if self.window_too_long(times):
+            shown, limit = numbers_apart(times[-1] - times[0], self.max_span)
+            raise ValueError(f"{where}.times: span {shown} time units; this model reads at most {limit}")
+        distance, beyond = self.out_of_reach(times, at)
         if beyond.size:
             j = int(beyond[0])
-            side = "before the first" if at[j] < times[0] else "after the last"
-            shown, limit = numbers_apart(distance[j], self.max_horizon)
-            raise ValueError(f"{where}.at[{j}]: lies {shown} time units {side} observation; this model "
-                             f"forecasts at most {limit} time units away")
+            raise ValueError(f"{where}.at[{j}]: "
+                             f"{self.reach_message(distance[j], at[j] < times[0], 'time units')}")
         return ForecastQuery(times, values, at)
 
     def _sample_decoded_means(self, queries: list[ForecastQuery], num_samples: int, seed: int

@@ -1,9 +1,9 @@
 """The latent-ODE VAE (Chen et al. 2018, section 5; Rubanova et al. 2019) and its training loss.
 
-Generative model: z0 ~ N(0, I); z(t) solves dz/dt = f(z) from z0 at the series' first
-observation (t = 0, see :mod:`service.model.batching`); each observed value is
-x(t)_c ~ N(decoder(z(t))_c, obs_std_c^2). Recognition model: an encoder
-(:mod:`service.model.encoder`) gives q(z0 | x) = N(mu, sigma^2).
+Generative model: z0 ~ N(0, I); z(t) solves dz/dt = f(z) from z0 at the first observation
+the encoder reads (t = 0, see :mod:`service.model.batching`), forwards and, for earlier
+points, backwards; each observed value is x(t)_c ~ N(decoder(z(t))_c, obs_std_c^2).
+Recognition model: an encoder (:mod:`service.model.encoder`) gives q(z0 | x) = N(mu, sigma^2).
 
 Two choices differ from the papers, on purpose:
 
@@ -187,10 +187,15 @@ class LatentODE(nn.Module):
         return self.encoder(batch)
 
     def latent_path(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """z at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape)."""
-        if times.numel() == 1:
-            return z0[None]
-        return solve(self.dynamics, z0, times, self.config.solver)
+        """z at ``times`` (increasing, holding 0, z0's time): shape (T, *z0.shape). Times before 0
+        (backcasts, which the trainer scores with ``context``) are solved backwards from z0."""
+        ahead = int(torch.searchsorted(times, times.new_zeros(())))    # times[ahead] == 0
+        path = z0[None] if times.numel() - ahead == 1 else solve(self.dynamics, z0, times[ahead:],
+                                                                  self.config.solver)
+        if ahead == 0:
+            return path
+        behind = solve(self.dynamics, z0, times[:ahead + 1].flip(0), self.config.solver)[1:].flip(0)
+        return torch.cat([behind, path])
 
     def latent_states(self, z0: torch.Tensor, times: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """For serving, without gradients: z0 is (P, ..., latent_dim), one row per independent
@@ -199,16 +204,18 @@ class LatentODE(nn.Module):
         return solve_for_inference(self.dynamics, z0, times, self.config.solver)
 
     def decode(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """Decoder means at ``times`` (monotonic, ``times[0]`` = 0): shape (T, *z0.shape[:-1], C)."""
+        """Decoder means at ``times`` (as :meth:`latent_path` takes them): shape (T, *z0.shape[:-1], C)."""
         return self.decoder(self.latent_path(z0, times))
 
     def forward(self, batch: Batch, num_samples: int = 1, kl_coef: float = 1.0,
                 generator: torch.Generator | None = None, context: Batch | None = None) -> LossTerms:
         """Negative ELBO (``num_samples`` = 1) or IWAE bound, in nats per observed value.
 
-        ``context``, when given, is what the encoder reads instead of ``batch``: the first part
-        of each series (same first observation, so the same t = 0). The likelihood still covers
-        all of ``batch``, so the model is trained to forecast what it has not seen.
+        ``context``, when given, is what the encoder reads instead of ``batch``: a part of each
+        series, whose first observation is the series' t = 0 in both (``batch`` collated with
+        ``context.origins``). The likelihood still covers all of ``batch``, so the model is
+        trained to forecast what it has not seen after that part, and to backcast what lies
+        before it.
         """
         mean, std = self.posterior(batch if context is None else context)
         eps = torch.randn((num_samples, *mean.shape), generator=generator, dtype=mean.dtype,

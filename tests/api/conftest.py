@@ -24,8 +24,9 @@ from service.model.solver import SolverConfig
 
 
 def save_tiny_forecaster(directory: Path, channels: tuple[str, ...] = ("x", "y"),
-                         time_unit: str | None = None, time_scale: float = 1.0, max_horizon: float = 10.0,
-                         solver: SolverConfig | None = None, seed: int = 0) -> Path:
+                         time_unit: str | None = None, time_scale: float = 1.0, max_span: float = 10.0,
+                         max_backcast: float = 5.0, solver: SolverConfig | None = None,
+                         seed: int = 0, unseen_channels: bool = False) -> Path:
     """A randomly initialised latent ODE small enough to answer in milliseconds."""
     torch.manual_seed(seed)
     config = LatentODEConfig(num_channels=len(channels), latent_dim=3, encoder_hidden=6, dynamics_hidden=8,
@@ -35,7 +36,8 @@ def save_tiny_forecaster(directory: Path, channels: tuple[str, ...] = ("x", "y")
                                   tuple(1.0 + i for i in range(len(channels))))
     save_checkpoint(directory, FORECASTER_KIND, model.state_dict(), {
         "model": config.to_dict(), "normalization": normalization.to_dict(), "channels": list(channels),
-        "time_unit": time_unit, "max_horizon": max_horizon, "metrics": {"val_rmse": 0.5},
+        "time_unit": time_unit, "max_span": max_span, "max_backcast": max_backcast,
+        "unseen_channels": unseen_channels, "metrics": {"val_rmse": 0.5},
     })
     return directory
 
@@ -55,7 +57,7 @@ def checkpoints(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("checkpoints")
     save_tiny_forecaster(root / "tiny")
     save_tiny_forecaster(root / "hourly", channels=("load",), time_unit="hours", time_scale=24.0,
-                         max_horizon=72.0, seed=1)
+                         max_span=72.0, max_backcast=36.0, seed=1)
     save_tiny_forecaster(root / "stiff", solver=SolverConfig(rtol=1e-9, atol=1e-9, max_num_steps=2), seed=2)
     save_tiny_forecaster(root / "tampered", seed=3)
     weights = root / "tampered" / WEIGHTS_FILE

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import save_tiny_forecaster
 
 SERIES = {"id": "s1", "times": [0.0, 0.37, 1.9, 2.2],
           "values": [[1.0, 0.5], [None, 0.4], [0.2, 0.1], [0.0, -0.3]], "at": [-0.5, 0.5, 3.0, 7.5]}
@@ -145,9 +146,9 @@ def with_series(**changes):
      "9007199254740993 is equal to times[0] (9007199254740992) at float64 precision"),
     (with_series(times=[]), "series[0].times", "at least 1 item"),
     (with_series(at=[]), "series[0].at", "at least 1 item"),
-    (with_series(at=[1.0, 12.3]), "series[0].at[1]", "10.1 time units after the last observation"),
+    (with_series(at=[1.0, 12.3]), "series[0].at[1]", "12.3 time units after the series' first observation"),
     (with_series(times=[0.0, 0.37, 1.9, 12.5]), "series[0].times", "span 12.5 time units"),
-    (with_series(at=[-10.5]), "series[0].at[0]", "10.5 time units before the first observation"),
+    (with_series(at=[-10.5]), "series[0].at[0]", "10.5 time units before the series' first observation"),
     (with_series(values=[[True, 0.5], [None, 0.4], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[0][0]",
      "valid number"),
     (with_series(values=[[1.0, "0.5"], [None, 0.4], [0.2, 0.1], [0.0, -0.3]]), "series[0].values[0][1]",
@@ -279,20 +280,44 @@ def test_values_far_outside_the_training_data_are_refused(client):
     assert "1e+09 is out of range" in error["msg"] and "training standard deviations" in error["msg"]
 
 
-@pytest.mark.parametrize("last", [10.664, 22.95, -7.731])
-def test_the_horizon_itself_is_answered_however_it_rounds(client, last):
-    """``last + max_horizon`` (10.0 here), computed by a client, can land a rounding beyond it
-    (at last = 10.664 the distance reads 10.000000000000002) and was refused as "lies 10 ... at
-    most 10"; so was ``first - max_horizon`` at first = -7.731."""
-    series = {"times": [last - 0.5, last], "values": [[1.0, 0.5], [0.9, 0.4]],
-              "at": [last + 10.0, last - 0.5 - 10.0]}
-    assert (series["at"][0] - last > 10.0) or (series["times"][0] - series["at"][1] > 10.0)
+@pytest.mark.parametrize("first", [10.664, 22.95, -13.813])
+def test_the_limits_themselves_are_answered_however_they_round(client, first):
+    """``first + max_span`` (10.0 here) and ``first - max_backcast`` (5.0), computed by a client,
+    can land a rounding beyond them (at first = 10.664, ``at - first`` reads 10.000000000000002;
+    at -13.813, ``first - at`` reads 5.000000000000002); a client that asks for exactly the limit
+    is answered."""
+    series = {"times": [first, first + 0.5], "values": [[1.0, 0.5], [0.9, 0.4]],
+              "at": [first + 10.0, first - 5.0]}
+    assert (series["at"][0] - first > 10.0) or (first - series["at"][1] > 5.0)
     answer = post(client, [series])
     assert answer.status_code == 200, answer.text
-    beyond = refusal(post(client, [{**series, "at": [last + 10.0 * (1 + 1e-12)]}]))
-    assert beyond["type"] == "beyond_horizon"
-    assert "lies 10.00000000001 time units after the last observation" in beyond["msg"], beyond
-    assert "at most 10 time units" in beyond["msg"]
+    assert answer.json()["forecasts"][0]["kind"] == ["extrapolation", "backcast"]
+    after = refusal(post(client, [{**series, "at": [first + 10.0 * (1 + 1e-12)]}]))
+    assert after["type"] == "beyond_horizon" and after["field"] == "series[0].at[0]"
+    assert "lies 10.00000000001 time units after the series' first observation" in after["msg"], after
+    assert "at most 10 time units after it (its longest training series)" in after["msg"]
+    before = refusal(post(client, [{**series, "at": [first - 5.0 * (1 + 1e-12)]}]))
+    assert re.search(r"lies 5\.0000000000\d* time units before the series' first observation", before["msg"])
+    assert "backcasts at most 5 time units" in before["msg"]
+
+
+def test_a_window_and_its_forecast_fit_in_the_longest_training_series(client):
+    """Every answer integrates from the first observation: a window of 8 leaves 2 to forecast."""
+    series = {"times": [0.0, 8.0], "values": [[1.0, 0.5], [0.9, 0.4]], "at": [9.5, 10.0]}
+    assert post(client, [series]).status_code == 200
+    error = refusal(post(client, [{**series, "at": [9.5, 10.5]}]))
+    assert error["field"] == "series[0].at[1]" and "send only the observations of the last 10" in error["msg"]
+
+
+def test_a_model_not_trained_to_backcast_says_so(models_dir, make_client):
+    save_tiny_forecaster(models_dir / "forward", max_backcast=0.0)
+    client = make_client(default_model="forward")
+    series = {"times": [0.0, 1.0], "values": [[1.0, 0.5], [0.9, 0.4]], "at": [0.5, -0.25]}
+    error = refusal(post(client, [series]))
+    assert error["field"] == "series[0].at[1]" and error["type"] == "beyond_horizon"
+    assert "was not trained to backcast: ask for times from the first observation on" in error["msg"]
+    listed = next(m for m in client.get("/models").json()["models"] if m["name"] == "forward")
+    assert listed["max_backcast"] == 0 and listed["max_span"] == 10
 
 
 @pytest.mark.parametrize(("times", "at", "kind"), [
@@ -361,3 +386,16 @@ def test_long_strings_are_cut_in_messages(client):
     assert len(error["msg"]) < 200 and "not an ISO-8601 timestamp" in error["msg"]
     error = refusal(post(client, series=[{**SERIES, "at": ["y" * 10_000]}]))
     assert error["field"] == "series[0].at[0]" and len(error["msg"]) < 200
+
+
+def test_a_channel_never_observed_is_refused_unless_the_model_was_trained_for_it(models_dir, make_client):
+    save_tiny_forecaster(models_dir / "hiding", unseen_channels=True)
+    client = make_client()
+    series = {"times": [0.0, 1.0, 2.0], "values": [[None, 0.5], [None, 0.4], [None, 0.2]], "at": [3.0]}
+    error = refusal(post(client, [SERIES, series]))
+    assert error["field"] == "series[1].values" and error["type"] == "channel_never_observed"
+    assert "channel 'x' is never observed in this series; model 'tiny' was not trained" in error["msg"]
+    assert post(client, [{**series, "values": [[1.0, 0.5], [None, 0.4], [None, 0.2]]}]).status_code == 200
+    assert post(client, [series], model="hiding").status_code == 200
+    listed = {m["name"]: m for m in client.get("/models").json()["models"]}
+    assert listed["hiding"]["unseen_channels"] is True and listed["tiny"]["unseen_channels"] is False

@@ -60,7 +60,8 @@ def test_model_list_shows_every_checkpoint_and_its_error(client):
     assert set(models) == {"tiny", "hourly", "stiff", "digits", "digits-ode", "digits-stiff", *BROKEN}
     tiny = models["tiny"]
     assert tiny["ready"] and tiny["error"] is None and tiny["kind"] == "latent_ode"
-    assert tiny["channels"] == ["x", "y"] and tiny["time_unit"] is None and tiny["max_horizon"] == 10.0
+    assert tiny["channels"] == ["x", "y"] and tiny["time_unit"] is None and tiny["max_span"] == 10.0
+    assert tiny["max_backcast"] == 5.0
     assert tiny["metrics"] == {"val_rmse": 0.5} and len(tiny["version"]) == 12
     assert tiny["value_limits"] == [[-100.0, 100.0], [-199.5, 200.5]]  # mean -+ 100 std per channel
     assert models["hourly"]["time_unit"] == "hours"

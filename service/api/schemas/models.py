@@ -22,8 +22,14 @@ class ModelInfo(BaseModel):
     channels: list[str] | None = Field(None, description="Forecasters: the value columns, in order.")
     time_unit: str | None = Field(None, description="Forecasters trained on timestamps: the unit "
                                                     "numbers are in; null: plain numeric times.")
-    max_horizon: float | None = Field(None, description="Forecasters: the farthest a requested time may "
-                                                        "lie before the first or after the last observation.")
+    max_span: float | None = Field(None, description="Forecasters: the longest series they were trained on. "
+                                                     "A series' observations, and the times asked after its "
+                                                     "first observation, lie at most this far from it.")
+    max_backcast: float | None = Field(None, description="Forecasters: how far before a series' first "
+                                                         "observation a time may be asked, as far as they "
+                                                         "were trained to backcast; 0: not at all.")
+    unseen_channels: bool | None = Field(None, description="Forecasters: whether they answer a series that "
+                                                           "never observes a channel (trained to).")
     value_limits: list[list[float]] | None = Field(None, description="Forecasters: per channel, the "
                                                                    "lowest and highest observed value "
                                                                    "they read.")
@@ -40,7 +46,9 @@ class ModelInfo(BaseModel):
                    version=model.version if model else None, metrics=model.metrics if model else {})
         if entry.ready and entry.kind == forecaster.KIND:
             info.channels, info.time_unit = model.channels, model.time_unit
-            info.max_horizon, info.finished = model.max_horizon, model.finished
+            info.max_span, info.max_backcast = model.max_span, model.max_backcast
+            info.unseen_channels = model.unseen_channels
+            info.finished = model.finished
             low, high = model.value_limits
             info.value_limits = [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
         if entry.ready and entry.kind == classifier.KIND:
