@@ -513,3 +513,17 @@ def test_a_model_trained_with_hidden_channels_answers_series_without_one():
     kept = ~np.isnan(values).all(axis=1)
     query = ForecastQuery(s.times[kept], values[kept], np.array([s.times[kept][-1] + 0.5]))
     assert np.isfinite(forecaster.predict([query]).forecasts[0].mean).all()
+
+
+def test_validation_series_longer_than_any_training_series_are_measured_and_drawn(tmp_path):
+    """The server reads windows of at most the longest training series; validation (and the
+    plot) ask with the recent part of a longer series, as a client is told to, instead of
+    failing at the end of training."""
+    short = [Series(s.times[:4], s.values[:4], s.id) for s in sine_series(10, 12, seed=0)]
+    long = sine_series(4, 12, seed=1)
+    longest = max(s.times[-1] - s.times[0] for s in short)
+    assert min(s.times[-1] - s.times[0] for s in long) > longest
+    forecaster, metrics = train(tiny_config(epochs=1, plot_series=2), short, long, out=tmp_path / "run")
+    assert forecaster.max_span == longest
+    assert np.isfinite(metrics["val_interp_mse"]) and np.isfinite(metrics["val_extrap_mse"])
+    assert (tmp_path / "run" / "forecasts.png").stat().st_size > 0

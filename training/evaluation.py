@@ -17,7 +17,7 @@ import numpy as np
 from service.model.forecaster import Forecaster, ForecastQuery
 from service.model.series import Series
 from training import distributed
-from training.holdout import Holdout
+from training.holdout import Holdout, recent
 
 
 @dataclass
@@ -31,33 +31,39 @@ class Target:
 
 
 def answerable(context: Series, at: np.ndarray, truth: np.ndarray, part: np.ndarray | str,
-               max_span: float) -> Target:
+               max_span: float, unseen_channels: bool) -> Target | None:
     """The target as the model can be asked it: a context longer than ``max_span`` (a validation
     or test series longer than any training series) cut to its most recent ``max_span``, as the
     server tells a client to, and the times outside ``max_span`` after its first observation
-    left out."""
-    recent = context.times >= context.times[-1] - max_span
-    times, values = context.times[recent], context.values[recent]
-    reachable = (at >= times[0]) & (at <= times[0] + max_span)
+    left out. None (left out of the metrics) when the context never observes a channel and the
+    model does not answer such a series (``unseen_channels``)."""
+    context = recent(context, max_span)
+    if not unseen_channels and np.isnan(context.values).all(axis=0).any():
+        return None
+    reachable = (at >= context.times[0]) & (at <= context.times[0] + max_span)
     part = np.broadcast_to(np.asarray(part), at.shape)
-    return Target(ForecastQuery(times, values, at[reachable]), truth[reachable], part[reachable])
+    query = ForecastQuery(context.times, context.values, at[reachable])
+    return Target(query, truth[reachable], part[reachable])
 
 
-def holdout_targets(holdouts: list[Holdout], max_span: float) -> list[Target]:
+def holdout_targets(holdouts: list[Holdout], max_span: float, unseen_channels: bool) -> list[Target]:
     """Held-out points (``interp``) and tails (``extrap``), as :func:`answerable` asks them."""
-    return [answerable(h.context, np.concatenate([h.interp_times, h.extrap_times]),
-                       np.concatenate([h.interp_values, h.extrap_values]),
-                       np.repeat(["interp", "extrap"], [h.interp_times.size, h.extrap_times.size]), max_span)
-            for h in holdouts]
+    targets = [answerable(h.context, np.concatenate([h.interp_times, h.extrap_times]),
+                          np.concatenate([h.interp_values, h.extrap_values]),
+                          np.repeat(["interp", "extrap"], [h.interp_times.size, h.extrap_times.size]),
+                          max_span, unseen_channels)
+               for h in holdouts]
+    return [t for t in targets if t is not None]
 
 
-def future_targets(series: list[Series], max_span: float) -> list[Target]:
+def future_targets(series: list[Series], max_span: float, unseen_channels: bool) -> list[Target]:
     """The clean future that a source such as the spirals provides beyond each whole series
     (``extra["future_times"]``, ``extra["future_values"]``), as :func:`answerable` asks it; none
     when it provides none."""
-    return [answerable(s, np.asarray(s.extra["future_times"]), np.asarray(s.extra["future_values"]), "future",
-                       max_span)
-            for s in series if "future_times" in s.extra and "future_values" in s.extra]
+    targets = [answerable(s, np.asarray(s.extra["future_times"]), np.asarray(s.extra["future_values"]),
+                          "future", max_span, unseen_channels)
+               for s in series if "future_times" in s.extra and "future_values" in s.extra]
+    return [t for t in targets if t is not None]
 
 
 INTERVAL = (0.05, 0.95)

@@ -79,3 +79,10 @@ def holdout_split(series: Series, extrap_fraction: float, interp_fraction: float
         interp_times=series.times[held], interp_values=series.values[held],
         extrap_times=series.times[num_context:], extrap_values=series.values[num_context:],
     )
+
+
+def recent(series: Series, span: float) -> Series:
+    """The observations within ``span`` of the series' last one: what a model that reads windows
+    of at most ``span`` is asked with, as the server tells a client to send."""
+    kept = series.times >= series.times[-1] - span
+    return Series(series.times[kept], series.values[kept], series.id, series.extra)

@@ -62,7 +62,7 @@ from training.data.dataset import (
 )
 from training.data.spirals import split_spirals
 from training.data.splits import check_split, split_by_series
-from training.evaluation import evaluate, future_targets, holdout_targets
+from training.evaluation import answerable, evaluate, future_targets, holdout_targets
 from training.holdout import Holdout, check_validation_holds_out, holdout_split
 from training.plots import plot_forecasts
 from training.train_state import load_train_state, save_train_state
@@ -337,7 +337,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     }
     check_validation_holds_out(val_series, [*train_series, *val_series, *test_series], config.extrap_fraction)
     holdouts = holdouts_of(val_series, config, stream=0)
-    val_targets = holdout_targets(holdouts, max_span)[ctx.rank::ctx.world_size]
+    reach = max_span, checkpoint_config["unseen_channels"]
+    val_targets = holdout_targets(holdouts, *reach)[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
     start_epoch, step, best = 0, 0, None
@@ -391,17 +392,18 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     model.load_state_dict(best_state)
     checkpoint_config["finished"] = True  # the model kept, measured on the test series below
     forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
-    final_targets = {"val": future_targets(val_series, max_span),
-                     "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), max_span)
-                     + future_targets(list(test_series), max_span)}
+    final_targets = {"val": future_targets(val_series, *reach),
+                     "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), *reach)
+                     + future_targets(list(test_series), *reach)}
     for prefix_, targets in final_targets.items():
         best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}
     forecaster.metrics = best
     if out is not None and ctx.is_main:
         save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
         forecaster = Forecaster.load(out)
-        if config.plot_series > 0:
-            plot_forecasts(forecaster, holdouts[:config.plot_series], out / PLOT_FILE, seed=config.seed)
+        drawable = [h for h in holdouts if answerable(h.context, h.extrap_times, h.extrap_values, "", *reach)]
+        if config.plot_series > 0 and drawable:
+            plot_forecasts(forecaster, drawable[:config.plot_series], out / PLOT_FILE, seed=config.seed)
     distributed.barrier(ctx)
     return forecaster, best
 

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from service.model.forecaster import Forecaster, ForecastQuery
-from training.holdout import Holdout
+from training.holdout import Holdout, recent
 
 POINTS_PER_CURVE = 300
 BAND = (0.05, 0.95)
@@ -48,7 +48,7 @@ def plot_forecasts(forecaster: Forecaster, holdouts: list[Holdout], path: str | 
     figure = Figure(figsize=(4 * columns, 3 * len(holdouts)))
     axes = figure.subplots(len(holdouts), columns, squeeze=False)
     for row, holdout in enumerate(holdouts):
-        context = holdout.context
+        context = recent(holdout.context, forecaster.max_span)   # a longer window is not read
         window_end = context.times[-1]
         future = np.asarray(context.extra.get("future_times", []))
         series_end = max([window_end, *holdout.extrap_times[-1:], *future[-1:]])
