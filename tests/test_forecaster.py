@@ -90,8 +90,10 @@ def copy_with_config(directory: Path, copy: Path, change) -> Path:
     (None, "max_span", float("inf"), "max_span must be a finite number above 0, got inf"),
     (None, "max_span", float("nan"), "max_span must be a finite number above 0, got nan"),
     (None, "max_span", 10**400, "max_span must be a finite number above 0"),
-    (None, "max_backcast", -1.0, "max_backcast must be a finite number above 0, got -1.0"),
-    (None, "max_backcast", True, "max_backcast must be a finite number above 0, got True"),
+    (None, "max_backcast", -1.0, r"max_backcast must be a number from 0 to max_span \(.*\), got -1.0"),
+    (None, "max_backcast", True, "max_backcast must be a number from 0 to max_span .*, got True"),
+    (None, "max_backcast", 1e9, "max_backcast must be a number from 0 to max_span .*, got 1000000000.0"),
+    (None, "unseen_channels", "yes", "unseen_channels must be true or false, got 'yes'"),
     (None, "metrics", [1, 2], r"metrics must be a JSON object, got \[1, 2\]"),
     ("normalization", "std", [float("nan"), 1.0], r"normalization.std\[0\] must be a finite number above 0"),
     ("normalization", "std", [1.0, float("inf")], r"normalization.std\[1\] must be a finite number above 0"),
@@ -127,6 +129,14 @@ def test_a_checkpoint_from_before_the_answer_limits_answers_within_half_its_hori
     copy = copy_with_config(directory, tmp_path / "copy", legacy)
     old, new = Forecaster.load(copy), Forecaster.load(directory)
     assert old.max_span == pytest.approx(new.max_span) and old.max_backcast == 0 and not old.unseen_channels
+
+
+@pytest.mark.parametrize("dropped", [("max_span",), ("max_backcast", "unseen_channels")])
+def test_a_checkpoint_with_some_of_the_answer_limits_is_refused(trained, tmp_path, dropped):
+    directory, _ = trained
+    copy = copy_with_config(directory, tmp_path / "copy", lambda config: [config.pop(k) for k in dropped])
+    with pytest.raises(CheckpointError, match=f"config.json lacks {', '.join(dropped)} "):
+        Forecaster.load(copy)
 
 
 def test_fixed_step_solver_over_its_step_cap_answers_at_once(trained, tmp_path):

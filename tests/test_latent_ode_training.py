@@ -201,9 +201,10 @@ def test_context_count_stays_within_its_fractions():
 
 
 @pytest.mark.parametrize(("settings", "words"), [
-    (dict(backcast_fraction=-0.1), "backcast_fraction must be in [0, 1], got -0.1"),
-    (dict(backcast_fraction=1.5), "backcast_fraction must be in [0, 1], got 1.5"),
-    (dict(backcast_fraction=float("nan")), "backcast_fraction must be in [0, 1], got nan"),
+    (dict(backcast_fraction=-0.1), "backcast_fraction must be in [0, 1), got -0.1"),
+    (dict(backcast_fraction=1.0), "backcast_fraction must be in [0, 1), got 1.0"),   # no forecast trained
+    (dict(backcast_fraction=float("nan")), "backcast_fraction must be in [0, 1), got nan"),
+    (dict(hide_channel_fraction=-0.5), "hide_channel_fraction must be in [0, 1], got -0.5"),
     (dict(hide_channel_fraction=2.0), "hide_channel_fraction must be in [0, 1], got 2.0"),
 ])
 def test_backcast_fraction_is_checked(settings, words):
@@ -520,10 +521,38 @@ def test_validation_series_longer_than_any_training_series_are_measured_and_draw
     plot) ask with the recent part of a longer series, as a client is told to, instead of
     failing at the end of training."""
     short = [Series(s.times[:4], s.values[:4], s.id) for s in sine_series(10, 12, seed=0)]
-    long = sine_series(4, 12, seed=1)
+    long = [Series(s.times * 5, s.values, s.id) for s in sine_series(4, 12, seed=1)]  # spans up to 30
     longest = max(s.times[-1] - s.times[0] for s in short)
     assert min(s.times[-1] - s.times[0] for s in long) > longest
     forecaster, metrics = train(tiny_config(epochs=1, plot_series=2), short, long, out=tmp_path / "run")
     assert forecaster.max_span == longest
-    assert np.isfinite(metrics["val_interp_mse"]) and np.isfinite(metrics["val_extrap_mse"])
+    assert np.isfinite(metrics["val_extrap_mse"]) and metrics["val_mse"] is not None
     assert (tmp_path / "run" / "forecasts.png").stat().st_size > 0
+
+
+def test_validation_that_measures_nothing_is_refused_before_training():
+    """Each validation series observes its second channel only at its end, which the model is
+    never given: nothing could be measured, and the first epoch would have been kept silently."""
+    late = []
+    for s in sine_series(4, 12, seed=1):
+        values = s.values.copy()
+        values[:-2, 1] = np.nan
+        values[:, 0] = np.where(np.isnan(values[:, 0]) & np.isnan(values[:, 1]), 0.0, values[:, 0])
+        late.append(Series(s.times, values, s.id))
+    with pytest.raises(ValueError, match="none of the 4 validation series can be measured"):
+        train(tiny_config(epochs=1), sine_series(10, 12, seed=0), late)
+
+
+def test_a_run_saved_before_the_backcast_settings_resumes(tmp_path):
+    data = sine_series(10, 10, seed=0), sine_series(3, 10, seed=1)
+    forward_only = dict(backcast_fraction=0.0, hide_channel_fraction=0.0)
+    train(tiny_config(epochs=1, **forward_only), *data, out=tmp_path / "run")
+    state = train_state_path(tmp_path / "run") / CONFIG_FILE
+    saved = json.loads(state.read_text())
+    for key in forward_only:
+        del saved["training"][key]
+    state.write_text(json.dumps(saved))
+    _, metrics = train(tiny_config(epochs=2, **forward_only), *data, out=tmp_path / "run", resume=True)
+    assert metrics["epoch"] >= 1
+    with pytest.raises(CheckpointError, match=r"changed: backcast_fraction \(0.0 -> 0.25\)"):
+        train(tiny_config(epochs=3, hide_channel_fraction=0.0), *data, out=tmp_path / "run", resume=True)

@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ from training.data.dataset import (
 from training.data.spirals import split_spirals
 from training.data.splits import check_split, split_by_series
 from training.evaluation import answerable, evaluate, future_targets, holdout_targets
-from training.holdout import Holdout, check_validation_holds_out, holdout_split
+from training.holdout import Holdout, check_validation_holds_out, holdout_split, recent
 from training.plots import plot_forecasts
 from training.train_state import load_train_state, save_train_state
 
@@ -129,6 +129,8 @@ class TrainConfig:
     backcast_fraction: float = 0.25  # of the series, those whose encoder reads a last share instead
     # (none when it reads every point, min_context_fraction 1: such a model does not backcast)
     hide_channel_fraction: float = 0.0  # of the series, those whose encoder reads one channel less
+    # Settings added after runs were saved without them, and the value such runs trained with.
+    ADDED_SETTINGS: ClassVar[dict[str, Any]] = {"backcast_fraction": 0.0, "hide_channel_fraction": 0.0}
     # validation
     extrap_fraction: float = 0.5
     interp_fraction: float = 0.2
@@ -163,9 +165,10 @@ class TrainConfig:
         if not 0 < self.min_context_fraction <= self.max_context_fraction <= 1:
             raise ValueError("need 0 < min_context_fraction <= max_context_fraction <= 1, got "
                              f"{self.min_context_fraction} and {self.max_context_fraction}")
-        for name in ("backcast_fraction", "hide_channel_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.backcast_fraction < 1:  # at 1 no series would train forecasts
+            raise ValueError(f"backcast_fraction must be in [0, 1), got {self.backcast_fraction}")
+        if not 0 <= self.hide_channel_fraction <= 1:
+            raise ValueError(f"hide_channel_fraction must be in [0, 1], got {self.hide_channel_fraction}")
         for name in ("min_window_fraction", "min_keep_fraction", "interp_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
@@ -283,9 +286,13 @@ def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, dd
     return step, distributed.all_reduce_mean(float(np.mean(losses)), ctx)
 
 
-def holdouts_of(series: list[Series], config: TrainConfig, stream: int) -> list[Holdout]:
+def holdouts_of(series: list[Series], config: TrainConfig, stream: int,
+                max_span: float = math.inf) -> list[Holdout]:
+    """The validation split of each series; one longer than ``max_span`` (any training series) is
+    split over its most recent ``max_span``, which the model can be asked about."""
     rng = np.random.default_rng([config.seed, stream])
-    return [h for s in series if (h := holdout_split(s, config.extrap_fraction, config.interp_fraction, rng))]
+    return [h for s in series
+            if (h := holdout_split(recent(s, max_span), config.extrap_fraction, config.interp_fraction, rng))]
 
 
 def train(config: TrainConfig, train_series: list[Series], val_series: list[Series],
@@ -324,21 +331,30 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                   for s in train_series]
     # What the model answers (service.model.forecaster): within the longest series it learned
     # from, and before a series' first observation only as far as training backcast.
-    longest_span = max(s.times[-1] - s.times[0] for s in train_series)
-    max_span = longest_span if longest_span > 0 else 1.0
+    max_span = max(s.times[-1] - s.times[0] for s in train_series)
+    if max_span <= 0:
+        raise ValueError("every training series is a single observation: there is no motion to learn "
+                         "and no span to forecast over")
     max_backcast = (1 - config.min_context_fraction) * max_span if config.backcast_fraction else 0.0
     checkpoint_config = {
         "model": model.config.to_dict(), "channels": channels, "normalization": normalization.to_dict(),
         "time_unit": time_unit, "max_span": max_span, "max_backcast": max_backcast,
-        "unseen_channels": config.hide_channel_fraction > 0,
+        "unseen_channels": config.hide_channel_fraction > 0 and num_channels > 1,
         "data": {"source": source, "fingerprint": fingerprint([*train_series, *val_series, *test_series]),
                  "num_train": len(train_series), "num_val": len(val_series), "num_test": len(test_series)},
         "training": asdict(config), "metrics": {}, "finished": False,  # until the end of the run
     }
     check_validation_holds_out(val_series, [*train_series, *val_series, *test_series], config.extrap_fraction)
-    holdouts = holdouts_of(val_series, config, stream=0)
+    holdouts = holdouts_of(val_series, config, stream=0, max_span=max_span)
     reach = max_span, checkpoint_config["unseen_channels"]
-    val_targets = holdout_targets(holdouts, *reach)[ctx.rank::ctx.world_size]
+    val_targets = holdout_targets(holdouts, *reach)
+    if not any(target.query.at.size for target in val_targets):  # else epoch 1 would be kept, silently
+        raise ValueError(f"none of the {len(val_series)} validation series can be measured as the "
+                         f"server would ask them: within the longest training series ({max_span:.6g}) each "
+                         "keeps too few points to hold some out, or the points given to the model never "
+                         "observe every channel, which a model trained without --hide-channel-fraction "
+                         "does not answer")
+    val_targets = val_targets[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
     start_epoch, step, best = 0, 0, None
@@ -393,7 +409,7 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     checkpoint_config["finished"] = True  # the model kept, measured on the test series below
     forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
     final_targets = {"val": future_targets(val_series, *reach),
-                     "test": holdout_targets(holdouts_of(list(test_series), config, stream=1), *reach)
+                     "test": holdout_targets(holdouts_of(list(test_series), config, 1, max_span), *reach)
                      + future_targets(list(test_series), *reach)}
     for prefix_, targets in final_targets.items():
         best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}

@@ -51,11 +51,13 @@ def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
     """Restore ``model``, ``optimizer`` and ``averaged``; return (next epoch, step, best metrics so far)."""
     saved, tensors = load_checkpoint(directory, kind=KIND)
     try:
+        # A setting added after the run was saved reads as the value the run trained with.
+        trained = {**getattr(config, "ADDED_SETTINGS", {}), **saved["training"]}
         changed = sorted(key for key, value in asdict(config).items()
-                         if key not in RESUMABLE_CHANGES and saved["training"].get(key) != value)
+                         if key not in RESUMABLE_CHANGES and trained.get(key) != value)
         if changed:
             raise CheckpointError(f"{directory}: cannot resume with a different config; changed: "
-                                  + ", ".join(f"{k} ({saved['training'].get(k)!r} -> {getattr(config, k)!r})"
+                                  + ", ".join(f"{k} ({trained.get(k)!r} -> {getattr(config, k)!r})"
                                               for k in changed))
         for module, prefix in ((model, "model."), (averaged, "average.")):
             if module is not None:

@@ -48,5 +48,5 @@ def positive_number(name: str, value: object) -> float:
         except OverflowError:  # an integer such as 10**400
             number = math.inf
     if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number above 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number above 0, got {repr(value)[:40]}")
     return number

@@ -98,14 +98,30 @@ def numbers_apart(x: float, limit: float) -> tuple[str, str]:
     return shown, bound
 
 
-def answer_limits(name: str, config: dict[str, Any]) -> tuple[float, float]:
-    """``max_span`` and ``max_backcast`` of a checkpoint's config (see the module docstring)."""
-    if "max_span" not in config:
-        return positive_number(f"{name}: max_horizon", config["max_horizon"]) / 2, 0.0
+ANSWER_KEYS = ("max_span", "max_backcast", "unseen_channels")
+# The limits are spans of the training times, which carried rounding of their own (timestamps
+# divided into the model's unit): a time within a billionth of a limit is answered. Relative to
+# the limit, not to the times, so times near 1e17 get no slack of 16 or more.
+REACH_RTOL = 1e-9
+
+
+def answer_limits(name: str, config: dict[str, Any]) -> tuple[float, float, bool]:
+    """``max_span``, ``max_backcast`` and ``unseen_channels`` of a checkpoint's config (see the
+    module docstring), or of a checkpoint from before them, which holds only ``max_horizon``."""
+    if not any(key in config for key in ANSWER_KEYS):
+        return positive_number(f"{name}: max_horizon", config["max_horizon"]) / 2, 0.0, False
+    missing = [key for key in ANSWER_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"{name}: config.json lacks {', '.join(missing)} (a checkpoint holds all of "
+                         f"{', '.join(ANSWER_KEYS)}, or, written before them, max_horizon alone)")
+    span = positive_number(f"{name}: max_span", config["max_span"])
     backcast = config["max_backcast"]
-    if not (isinstance(backcast, int | float) and not isinstance(backcast, bool) and backcast == 0):
-        backcast = positive_number(f"{name}: max_backcast", backcast)
-    return positive_number(f"{name}: max_span", config["max_span"]), float(backcast)
+    if isinstance(backcast, bool) or not (isinstance(backcast, int | float) and 0 <= backcast <= span):
+        raise ValueError(f"{name}: max_backcast must be a number from 0 to max_span ({span:.6g}), got "
+                         f"{str(backcast)[:40]}")
+    if not isinstance(config["unseen_channels"], bool):
+        raise ValueError(f"{name}: unseen_channels must be true or false, got {config['unseen_channels']!r}")
+    return span, abs(float(backcast)), config["unseen_channels"]
 
 
 @dataclass
@@ -149,10 +165,7 @@ class Forecaster:
         if not (self.time_unit is None or isinstance(self.time_unit, str) and self.time_unit in UNITS):
             raise ValueError(f"{name}: time_unit must be null or one of {sorted(UNITS)}, "
                              f"got {self.time_unit!r}")
-        self.max_span, self.max_backcast = answer_limits(name, config)
-        self.unseen_channels = config.get("unseen_channels", False)
-        if not isinstance(self.unseen_channels, bool):
-            raise ValueError(f"{name}: unseen_channels must be true or false, got {self.unseen_channels!r}")
+        self.max_span, self.max_backcast, self.unseen_channels = answer_limits(name, config)
         self.metrics = json_object(config["metrics"], f"{name}: metrics")
         # False: the best epoch so far of a run that was interrupted, failed or is still going (a
         # valid model, served, but listed as such); checkpoints older than the flag were finished.
@@ -206,17 +219,17 @@ class Forecaster:
     def window_too_long(self, times: np.ndarray) -> bool:
         """Whether the increasing ``times`` span more than ``max_span``, compared as a client would
         compute the limit (``first + max_span``), so a window of exactly that is read."""
-        return bool(times[-1] > times[0] + self.max_span)
+        return bool(times[-1] > times[0] + self.max_span * (1 + REACH_RTOL))
 
     def out_of_reach(self, times: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How far each of ``at`` lies from the first of the increasing ``times`` (after it or
-        before it), and the indices of those the model does not answer: ``at > first + max_span``
-        or ``at < first - max_backcast``, as a client computes the limits. (A difference such as
-        ``at - first`` can round one ulp above the limit for a time set to exactly the limit; and
-        no slack is added: one that grows with the times' size let times near 1e17 through at any
-        distance.)"""
+        before it), and the indices of those the model does not answer: beyond ``first + max_span``
+        or ``first - max_backcast``, as a client computes the limits (a difference such as
+        ``at - first`` can round one ulp above the limit for a time set to exactly it), with
+        ``REACH_RTOL`` of slack."""
         distance = np.abs(at - times[0])
-        beyond = (at > times[0] + self.max_span) | (at < times[0] - self.max_backcast)
+        span, backcast = self.max_span * (1 + REACH_RTOL), self.max_backcast * (1 + REACH_RTOL)
+        beyond = (at > times[0] + span) | (at < times[0] - backcast)
         return distance, np.flatnonzero(beyond)
 
     def reach_message(self, distance: float, before: bool, unit: str) -> str:
@@ -228,7 +241,8 @@ class Forecaster:
         shown, limit = numbers_apart(distance, limit)
         if before:
             return (f"lies {shown} {unit} before the series' first observation; model {self.name!r} "
-                    f"backcasts at most {limit} {unit}, as far as it was trained to")
+                    f"backcasts at most {limit} {unit}, as far as it was trained to: ask for later "
+                    "times, or send observations from earlier on")
         return (f"lies {shown} {unit} after the series' first observation; model {self.name!r} answers "
                 f"at most {limit} {unit} after it (its longest training series): send only the "
                 f"observations of the last {limit} {unit} before the time asked")

@@ -292,12 +292,14 @@ def test_the_limits_themselves_are_answered_however_they_round(client, first):
     answer = post(client, [series])
     assert answer.status_code == 200, answer.text
     assert answer.json()["forecasts"][0]["kind"] == ["extrapolation", "backcast"]
-    after = refusal(post(client, [{**series, "at": [first + 10.0 * (1 + 1e-12)]}]))
+    within = [first + 10.0 * (1 + 1e-12), first - 5.0 * (1 + 1e-12)]   # rounding of the limits' own
+    assert post(client, [{**series, "at": within}]).status_code == 200
+    after = refusal(post(client, [{**series, "at": [first + 10.0 * (1 + 1e-8)]}]))
     assert after["type"] == "beyond_horizon" and after["field"] == "series[0].at[0]"
-    assert "lies 10.00000000001 time units after the series' first observation" in after["msg"], after
+    assert "lies 10.0000001 time units after the series' first observation" in after["msg"], after
     assert "at most 10 time units after it (its longest training series)" in after["msg"]
-    before = refusal(post(client, [{**series, "at": [first - 5.0 * (1 + 1e-12)]}]))
-    assert re.search(r"lies 5\.0000000000\d* time units before the series' first observation", before["msg"])
+    before = refusal(post(client, [{**series, "at": [first - 5.0 * (1 + 1e-8)]}]))
+    assert re.search(r"lies 5\.00000\d+ time units before the series' first observation", before["msg"])
     assert "backcasts at most 5 time units" in before["msg"]
 
 
@@ -399,3 +401,21 @@ def test_a_channel_never_observed_is_refused_unless_the_model_was_trained_for_it
     assert post(client, [series], model="hiding").status_code == 200
     listed = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert listed["hiding"]["unseen_channels"] is True and listed["tiny"]["unseen_channels"] is False
+
+
+def test_a_timestamp_model_answers_its_own_limits_on_any_date(models_dir, make_client):
+    """A trainer records the limits from timestamps divided into its unit, so they carry rounding
+    (a span of 86644 s was recorded as 86643.9999999851 s): a window and a backcast of exactly the
+    limits were refused on some dates and not others. Here they are recorded 1e-12 short."""
+    from datetime import UTC, datetime, timedelta
+    save_tiny_forecaster(models_dir / "rounded", channels=("load",), time_unit="hours", time_scale=24.0,
+                         max_span=72.0 * (1 - 1e-12), max_backcast=36.0 * (1 - 1e-12))
+    client = make_client()
+    rng = np.random.default_rng(0)
+    series = []
+    for seconds in rng.integers(0, 2_000_000_000, 40):
+        first = datetime.fromtimestamp(int(seconds), UTC)
+        stamp = [(first + timedelta(hours=h)).isoformat() for h in (0, 72, -36)]
+        series.append({"times": stamp[:2], "values": [1.0, 2.0], "at": [stamp[1], stamp[2]]})
+    answer = client.post("/forecast", json={"model": "rounded", "series": series})
+    assert answer.status_code == 200, answer.text
