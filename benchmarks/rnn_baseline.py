@@ -38,7 +38,8 @@ from torch import nn
 from service.model.series import Normalization, Series
 from training.augment import context_count, subsample, window
 from training.holdout import Holdout
-from training.latent_ode import TrainConfig, holdouts_of, weight_average
+from training.latent_ode import holdouts_of, weight_average
+from training.latent_ode_config import TrainConfig
 
 
 class GRUBaseline(nn.Module):

@@ -15,7 +15,7 @@ Protocol (the data are :mod:`training.data.spirals`; its docstring gives the rea
   epochs of the same training score 0.46 / 0.81 / 0.50, and Chen's GRU encoder 0.29 / 0.24 /
   0.18 at 200 epochs, see benchmarks/README.md); the GRU baseline has 25 units (the paper's RNN
   size).
-- Both get the same budget and rules, from one :class:`training.latent_ode.TrainConfig`: 400
+- Both get the same budget and rules, from one :class:`training.latent_ode_config.TrainConfig`: 400
   epochs of minibatches of 50 (5600 steps), Adam at lr 1e-2 decayed by 0.999 per step to 1e-3,
   gradient clipping at 10, a moving average of the weights (decay 0.99 per step) as the
   weights validated and kept, the same training series and normalisation and the same
@@ -63,7 +63,8 @@ from benchmarks.rnn_baseline import train_gru
 from service.model.forecaster import ForecastQuery
 from service.model.series import Series
 from training.data.spirals import generate_spirals, split_spirals
-from training.latent_ode import TrainConfig, train
+from training.latent_ode import train
+from training.latent_ode_config import TrainConfig
 
 PAPER = {"rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813},
          "latent_ode": {30: 0.1642, 50: 0.1502, 100: 0.1346}}

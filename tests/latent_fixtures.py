@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from service.model.series import Series
-from training.latent_ode import TrainConfig
+from training.latent_ode_config import TrainConfig
 
 
 def curve(times: np.ndarray, phase: float) -> np.ndarray:

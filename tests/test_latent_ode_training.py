@@ -23,7 +23,8 @@ from training.__main__ import main as training_main
 from training.augment import context_count, hide_channel, prefix, subsample, suffix, window
 from training.data.csv_series import load_csv
 from training.holdout import holdout_split
-from training.latent_ode import TrainConfig, train
+from training.latent_ode import train
+from training.latent_ode_config import TrainConfig
 from training.train_state import KIND as STATE_KIND
 from training.train_state import save_train_state
 

@@ -7,7 +7,7 @@ import torch
 from benchmarks.rnn_baseline import GRUBaseline, forecast_loss, free_run, train_gru
 from service.model.series import Series
 from training.data.spirals import generate_spirals
-from training.latent_ode import TrainConfig
+from training.latent_ode_config import TrainConfig
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from training.data.spirals import generate_spirals
 from training.holdout import can_hold_out, fewest_points_to_hold_out
 
 if TYPE_CHECKING:
-    from training.latent_ode import TrainConfig
+    from training.latent_ode_config import TrainConfig
 
 
 @dataclass
