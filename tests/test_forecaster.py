@@ -10,7 +10,7 @@ import torch
 from latent_fixtures import sine_series, tiny_config
 
 from service.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
-from service.model.forecaster import Forecaster, ForecastQuery
+from service.model.forecaster import Forecaster, ForecastQuery, numbers_apart
 from service.model.series import Series
 from service.model.solver import SolverStepLimitError
 from training.latent_ode import PLOT_FILE, train
@@ -276,3 +276,25 @@ def test_values_far_outside_the_training_data_are_refused(bundled):
     outside[5, 1] = 1.1 * low_y
     with pytest.raises(ValueError, match=r"queries\[0\]\.values\[5\]\[1\].*'y' within"):
         bundled.predict([ForecastQuery(times, outside, np.array([4.0]))], num_samples=4)
+
+
+def test_a_limit_in_a_message_can_be_sent_back():
+    """A refusal shows the limit on the answered side of it: "at most 7.51716" for a limit of
+    7.5171575..., sent back as told, was refused again."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        limit = float(rng.choice([-1, 1]) * 10 ** rng.uniform(-8, 12))
+        x = limit * (1 + float(rng.choice([-1, 1]) * 10 ** rng.uniform(-15, 1)))
+        if x == limit:
+            continue
+        shown, bound = numbers_apart(x, limit)
+        assert shown != bound
+        assert float(bound) <= limit if x > limit else float(bound) >= limit, (x, limit, bound)
+
+
+def test_the_window_a_refusal_allows_is_answered(bundled):
+    times, values = np.array([0.0, 9.0]), np.array([[1.0, 0.5], [0.9, 0.4]])
+    with pytest.raises(ValueError, match=r"span 9 time units; this model reads at most 7\.51715$") as refused:
+        bundled.predict([ForecastQuery(times, values, np.array([9.0]))])
+    allowed = float(str(refused.value).rsplit(" ", 1)[1])
+    bundled.predict([ForecastQuery(np.array([0.0, allowed]), values, np.array([allowed]))], num_samples=4)

@@ -557,3 +557,14 @@ def test_a_run_saved_before_the_backcast_settings_resumes(tmp_path):
     assert metrics["epoch"] >= 1
     with pytest.raises(CheckpointError, match=r"changed: backcast_fraction \(0.0 -> 0.25\)"):
         train(tiny_config(epochs=3, hide_channel_fraction=0.0), *data, out=tmp_path / "run", resume=True)
+
+
+def test_series_left_out_of_the_metrics_are_counted(capsys):
+    """Two test series observe their second channel only at their end, which the model is never
+    given: the test metrics leave them out, and the run says so."""
+    test = sine_series(4, 12, seed=3)
+    for s in test[:2]:
+        s.values[:-2, 1] = np.nan
+        s.values[:, 0] = np.where(np.isnan(s.values).all(axis=1), 0.0, s.values[:, 0])
+    train(tiny_config(epochs=1), sine_series(10, 12, seed=0), sine_series(4, 12, seed=1), test_series=test)
+    assert "test: 2 of 4 series left out of the metrics" in capsys.readouterr().out

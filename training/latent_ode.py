@@ -60,7 +60,7 @@ from training.data.dataset import (
 )
 from training.data.spirals import split_spirals
 from training.data.splits import check_split, split_by_series
-from training.evaluation import answerable, evaluate, future_targets, holdout_targets
+from training.evaluation import Target, answerable, evaluate, future_targets, holdout_targets
 from training.holdout import Holdout, check_validation_holds_out, holdout_split, recent
 from training.latent_ode_config import OPTIMIZERS, TrainConfig
 from training.plots import plot_forecasts
@@ -167,6 +167,15 @@ def train_epoch(config: TrainConfig, epoch: int, step: int, model: LatentODE, dd
     return step, distributed.all_reduce_mean(float(np.mean(losses)), ctx)
 
 
+def report_left_out(part: str, holdouts: list[Holdout], targets: list[Target]) -> None:
+    """Say how many of a split's series its metrics leave out, and why, rather than report
+    metrics of fewer series (or none) without a word."""
+    left = len(holdouts) - sum(target.query.at.size > 0 for target in targets)
+    if left:
+        tqdm.write(f"{part}: {left} of {len(holdouts)} series left out of the metrics: the points given "
+                   "to the model never observe every channel, which it was not trained to answer")
+
+
 def holdouts_of(series: list[Series], config: TrainConfig, stream: int,
                 max_span: float = math.inf) -> list[Holdout]:
     """The validation split of each series; one longer than ``max_span`` (any training series) is
@@ -235,6 +244,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                          "keeps too few points to hold some out, or the points given to the model never "
                          "observe every channel, which a model trained without --hide-channel-fraction "
                          "does not answer")
+    if ctx.is_main:
+        report_left_out("validation", holdouts, val_targets)
     val_targets = val_targets[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
@@ -289,9 +300,12 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     model.load_state_dict(best_state)
     checkpoint_config["finished"] = True  # the model kept, measured on the test series below
     forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
+    test_holdouts = holdouts_of(list(test_series), config, 1, max_span)
+    test_targets = holdout_targets(test_holdouts, *reach)
+    if ctx.is_main:
+        report_left_out("test", test_holdouts, test_targets)
     final_targets = {"val": future_targets(val_series, *reach),
-                     "test": holdout_targets(holdouts_of(list(test_series), config, 1, max_span), *reach)
-                     + future_targets(list(test_series), *reach)}
+                     "test": test_targets + future_targets(list(test_series), *reach)}
     for prefix_, targets in final_targets.items():
         best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}
     forecaster.metrics = best

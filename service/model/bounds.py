@@ -39,6 +39,12 @@ def whole_number(name: str, value: object, low: int, high: int) -> int:
     return int(value)
 
 
+def shown_value(value: object, width: int = 40) -> str:
+    """``repr(value)`` for a message, cut to ``width`` characters with a mark that it was cut."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "… (cut)"
+
+
 def positive_number(name: str, value: object) -> float:
     """``value`` as a float if it is a finite number above 0 (NaN passes a plain ``<= 0`` test)."""
     number = math.nan
@@ -48,5 +54,5 @@ def positive_number(name: str, value: object) -> float:
         except OverflowError:  # an integer such as 10**400
             number = math.inf
     if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number above 0, got {repr(value)[:40]}")
+        raise ValueError(f"{name} must be a finite number above 0, got {shown_value(value)}")
     return number

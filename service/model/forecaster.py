@@ -49,6 +49,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ import numpy as np
 import torch
 
 from service.model.batching import collate, union_grid
-from service.model.bounds import positive_number
+from service.model.bounds import positive_number, shown_value
 from service.model.checkpoint import CheckpointError, build_and_load, json_object, load_checkpoint
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.mixture_quantile import mixture_quantiles
@@ -90,12 +91,23 @@ def first_outside(values: np.ndarray, limits: tuple[np.ndarray, np.ndarray]) -> 
 
 def numbers_apart(x: float, limit: float) -> tuple[str, str]:
     """``x`` and ``limit`` for a message, each to as many significant digits (6 to 17) as it
-    takes to tell them apart, so that a value just over a limit is not shown as the limit."""
+    takes to tell them apart, so that a value just over a limit is not shown as the limit. The
+    limit is rounded away from ``x``, to the side that is answered: a client that sends the
+    limit shown (a window of "at most 7.51715") is not refused again (7.51716 was)."""
     for digits in range(6, 18):
-        shown, bound = f"{x:.{digits}g}", f"{limit:.{digits}g}"
-        if shown != bound:
+        shown = f"{x:.{digits}g}"
+        if shown != f"{limit:.{digits}g}":
             break
-    return shown, bound
+    return shown, inside(limit, digits, upper=x > limit)
+
+
+def inside(limit: float, digits: int, upper: bool) -> str:
+    """``limit`` to ``digits`` significant digits, rounded toward the values it lets through (down
+    for an ``upper`` limit): a value sent as shown is answered."""
+    written = Decimal(repr(float(limit)))   # the shortest decimal that reads back as the limit
+    step = Decimal(1).scaleb(written.adjusted() - digits + 1) if written else Decimal(1)
+    rounded = written.quantize(step, rounding=ROUND_FLOOR if upper else ROUND_CEILING)
+    return f"{float(rounded):.{digits}g}"
 
 
 ANSWER_KEYS = ("max_span", "max_backcast", "unseen_channels")
@@ -108,7 +120,7 @@ REACH_RTOL = 1e-9
 def answer_limits(name: str, config: dict[str, Any]) -> tuple[float, float, bool]:
     """``max_span``, ``max_backcast`` and ``unseen_channels`` of a checkpoint's config (see the
     module docstring), or of a checkpoint from before them, which holds only ``max_horizon``."""
-    if not any(key in config for key in ANSWER_KEYS):
+    if not any(key in config for key in ANSWER_KEYS) and "max_horizon" in config:
         return positive_number(f"{name}: max_horizon", config["max_horizon"]) / 2, 0.0, False
     missing = [key for key in ANSWER_KEYS if key not in config]
     if missing:
@@ -118,9 +130,10 @@ def answer_limits(name: str, config: dict[str, Any]) -> tuple[float, float, bool
     backcast = config["max_backcast"]
     if isinstance(backcast, bool) or not (isinstance(backcast, int | float) and 0 <= backcast <= span):
         raise ValueError(f"{name}: max_backcast must be a number from 0 to max_span ({span:.6g}), got "
-                         f"{str(backcast)[:40]}")
+                         f"{shown_value(backcast)}")
     if not isinstance(config["unseen_channels"], bool):
-        raise ValueError(f"{name}: unseen_channels must be true or false, got {config['unseen_channels']!r}")
+        raise ValueError(f"{name}: unseen_channels must be true or false, got "
+                         f"{shown_value(config['unseen_channels'])}")
     return span, abs(float(backcast)), config["unseen_channels"]
 
 
@@ -211,7 +224,8 @@ class Forecaster:
         """Why ``value`` of ``channel`` is refused, its digits shown until they differ from the limit's."""
         low, high = self.value_limits[0][channel], self.value_limits[1][channel]
         shown, limit = numbers_apart(value, low if value < low else high)
-        bounds = f"[{limit}, {high:.6g}]" if value < low else f"[{low:.6g}, {limit}]"
+        bounds = (f"[{limit}, {inside(high, 6, upper=True)}]" if value < low
+                  else f"[{inside(low, 6, upper=False)}, {limit}]")
         return (f"{shown} is out of range: model {self.name!r} reads values of channel "
                 f"{self.channels[channel]!r} within {bounds}, {MAX_VALUE_SIGMAS:g} training standard "
                 "deviations either side of the training mean; check the values' units")
