@@ -16,8 +16,8 @@ A series gets the same answer alone as in a batch, and its answer at a time does
 which other times are asked for, to float rounding:
 
 - the series of a call are encoded together (:mod:`service.model.batching`), each read as its
-  own sequence (for an ODE-RNN encoder, whose solves step through the batch's union grid, to
-  within the encoder solver's tolerance instead);
+  own sequence; an ODE-RNN encoder, whose solves step through the whole batch's time grid (which
+  moved an answer by up to a fifth of its std), encodes each series alone;
 - each series draws its z0 noise from its own ``torch.Generator`` seeded with ``seed``;
 - each series' forward and backward latent solves are problems of their own, with their own
   adaptive steps, which neither the other series nor the other direction change
@@ -59,6 +59,7 @@ import torch
 from service.model.batching import collate, union_grid
 from service.model.bounds import positive_number, shown_value
 from service.model.checkpoint import CheckpointError, build_and_load, json_object, load_checkpoint
+from service.model.encoder import ODERNNEncoder
 from service.model.latent_ode import LatentODE, LatentODEConfig
 from service.model.mixture_quantile import mixture_quantiles
 from service.model.series import Normalization, Series
@@ -348,7 +349,11 @@ class Forecaster:
         device = model.log_obs_std.device
         series = [Series(norm.times(q.times), norm.values(q.values), f"queries[{i}]")
                   for i, q in enumerate(queries)]
-        mean, std = model.posterior(collate(series).to(device))
+        if isinstance(model.encoder, ODERNNEncoder):   # it steps through its batch's union grid
+            posteriors = [model.posterior(collate([s]).to(device)) for s in series]
+            mean, std = (torch.cat(parts) for parts in zip(*posteriors, strict=True))
+        else:
+            mean, std = model.posterior(collate(series).to(device))
         draws = [torch.randn(num_samples, mean.shape[-1], generator=torch.Generator().manual_seed(seed))
                  for _ in queries]
         z0 = mean[:, None] + std[:, None] * torch.stack(draws).to(device)        # (B, S, L)
