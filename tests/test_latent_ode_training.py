@@ -48,11 +48,13 @@ def test_short_training_lowers_the_loss():
     after = training_loss(forecaster.model, train_series, forecaster.normalization)
     assert after < 0.75 * before
     assert 1 <= metrics["epoch"] <= 6
-    for name in ("val_interp_mse", "val_extrap_mse", "val_future_rmse", "test_interp_mse", "test_extrap_mse",
-                 "test_future_rmse"):
+    for name in ("val_interp_mse", "val_extrap_mse", "val_backcast_mse", "val_future_rmse", "test_interp_mse",
+                 "test_extrap_mse", "test_backcast_mse", "test_future_rmse"):
         assert np.isfinite(metrics[name]) and metrics[name] > 0, name
+    # the backcasts are measured and reported, not selected by
     assert metrics["val_mse"] == pytest.approx((metrics["val_interp_mse"] + metrics["val_extrap_mse"]) / 2)
-    for part in ("val_interp", "val_extrap", "val_future", "test_interp", "test_extrap", "test_future"):
+    for part in ("val_interp", "val_extrap", "val_backcast", "val_future", "test_interp", "test_extrap",
+                 "test_backcast", "test_future"):
         assert 0 <= metrics[f"{part}_coverage90"] <= 1
 
 
@@ -503,6 +505,7 @@ def test_the_checkpoint_says_how_far_the_model_answers(settings, backcast):
     assert forecaster.max_span == longest
     assert forecaster.max_backcast == pytest.approx(backcast * longest)
     assert forecaster.unseen_channels is False
+    assert ("val_backcast_mse" in forecaster.metrics) == (backcast > 0)
 
 
 def test_a_model_trained_with_hidden_channels_answers_series_without_one():

@@ -17,7 +17,7 @@ import numpy as np
 from service.model.forecaster import Forecaster, ForecastQuery
 from service.model.series import Series
 from training import distributed
-from training.holdout import Holdout, recent
+from training.holdout import MIN_CONTEXT, Holdout, recent
 
 
 @dataclass
@@ -31,16 +31,17 @@ class Target:
 
 
 def answerable(context: Series, at: np.ndarray, truth: np.ndarray, part: np.ndarray | str,
-               max_span: float, unseen_channels: bool) -> Target | None:
+               max_span: float, unseen_channels: bool, behind: float = 0.0) -> Target | None:
     """The target as the model can be asked it: a context longer than ``max_span`` (a validation
     or test series longer than any training series) cut to its most recent ``max_span``, as the
     server tells a client to, and the times outside ``max_span`` after its first observation
-    left out. None (left out of the metrics) when the context never observes a channel and the
-    model does not answer such a series (``unseen_channels``)."""
+    left out, as are those before its first observation but for the ``behind`` of a backcast.
+    None (left out of the metrics) when the context never observes a channel and the model does
+    not answer such a series (``unseen_channels``)."""
     context = recent(context, max_span)
     if not unseen_channels and np.isnan(context.values).all(axis=0).any():
         return None
-    reachable = (at >= context.times[0]) & (at <= context.times[0] + max_span)
+    reachable = (at >= context.times[0] - behind) & (at <= context.times[0] + max_span)
     part = np.broadcast_to(np.asarray(part), at.shape)
     query = ForecastQuery(context.times, context.values, at[reachable])
     return Target(query, truth[reachable], part[reachable])
@@ -66,6 +67,27 @@ def future_targets(series: list[Series], max_span: float, unseen_channels: bool)
     return [t for t in targets if t is not None]
 
 
+def backcast_targets(series: list[Series], extrap_fraction: float, max_span: float, max_backcast: float,
+                     unseen_channels: bool) -> list[Target]:
+    """The mirror of the extrapolation targets, for a model that backcasts (``max_backcast`` > 0):
+    the first ``extrap_fraction`` of each series' points (of its most recent ``max_span``),
+    asked from the rest; as far back as the model answers."""
+    if max_backcast == 0:
+        return []
+    targets = []
+    for s in series:
+        s = recent(s, max_span)
+        held = int(np.floor(s.times.size * extrap_fraction))
+        if held < 1 or s.times.size - held < MIN_CONTEXT:
+            continue
+        context = Series(s.times[held:], s.values[held:], s.id)
+        target = answerable(context, s.times[:held], s.values[:held], "backcast", max_span, unseen_channels,
+                            behind=max_backcast)
+        if target is not None:
+            targets.append(target)
+    return targets
+
+
 INTERVAL = (0.05, 0.95)
 
 
@@ -74,11 +96,12 @@ def evaluate(forecaster: Forecaster, targets: list[Target], ctx: distributed.Con
     """Errors of the predictive mean, and coverage of the 90 % predictive interval, over this
     rank's ``targets``, all ranks combined; a part without any target on any rank is left out.
 
-    ``{prefix}_interp_mse`` and ``{prefix}_extrap_mse`` are in normalised units (each channel
-    divided by its training std, so channels weigh alike); ``{prefix}_future_rmse`` is in the
-    data's own units, as Chen et al.'s Table 2 reports it. ``{prefix}_{part}_coverage90`` is the
-    share of target values inside the 5-95 % interval (about 0.9 when calibrated against noisy
-    targets; higher against a clean curve, since the interval includes observation noise).
+    ``{prefix}_interp_mse``, ``{prefix}_extrap_mse`` and ``{prefix}_backcast_mse`` are in
+    normalised units (each channel divided by its training std, so channels weigh alike);
+    ``{prefix}_future_rmse`` is in the data's own units, as Chen et al.'s Table 2 reports it.
+    ``{prefix}_{part}_coverage90`` is the share of target values inside the 5-95 % interval
+    (about 0.9 when calibrated against noisy targets; higher against a clean curve, since the
+    interval includes observation noise).
     """
     scale = np.asarray(forecaster.normalization.std)
     totals: dict[str, np.ndarray] = {}  # part -> [normalised sq. error, sq. error, inside interval, count]
@@ -96,7 +119,7 @@ def evaluate(forecaster: Forecaster, targets: list[Target], ctx: distributed.Con
                 selected = observed & (target.part == part)[:, None]
                 totals[part] = totals.get(part, np.zeros(4)) + per_value[selected].sum(axis=0)
     metrics: dict[str, float] = {}
-    for part in ("interp", "extrap", "future"):
+    for part in ("interp", "extrap", "backcast", "future"):
         normalised, squared, inside, count = (distributed.all_reduce_mean(float(v), ctx)
                                               for v in totals.get(part, np.zeros(4)))
         if not count:

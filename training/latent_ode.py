@@ -60,7 +60,14 @@ from training.data.dataset import (
 )
 from training.data.spirals import split_spirals
 from training.data.splits import check_split, split_by_series
-from training.evaluation import Target, answerable, evaluate, future_targets, holdout_targets
+from training.evaluation import (
+    Target,
+    answerable,
+    backcast_targets,
+    evaluate,
+    future_targets,
+    holdout_targets,
+)
 from training.holdout import Holdout, check_validation_holds_out, holdout_split, recent
 from training.latent_ode_config import OPTIMIZERS, TrainConfig
 from training.plots import plot_forecasts
@@ -246,7 +253,9 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                          "does not answer")
     if ctx.is_main:
         report_left_out("validation", holdouts, val_targets)
-    val_targets = val_targets[ctx.rank::ctx.world_size]
+    backcasts = dict(extrap_fraction=config.extrap_fraction, max_span=max_span, max_backcast=max_backcast,
+                     unseen_channels=reach[1])
+    val_targets = (val_targets + backcast_targets(val_series, **backcasts))[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
     start_epoch, step, best = 0, 0, None
@@ -305,7 +314,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     if ctx.is_main:
         report_left_out("test", test_holdouts, test_targets)
     final_targets = {"val": future_targets(val_series, *reach),
-                     "test": test_targets + future_targets(list(test_series), *reach)}
+                     "test": test_targets + backcast_targets(list(test_series), **backcasts)
+                     + future_targets(list(test_series), *reach)}
     for prefix_, targets in final_targets.items():
         best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}
     forecaster.metrics = best
