@@ -40,16 +40,16 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
-    # model (Chen et al.'s spiral sizes by default)
-    encoder: str = "rnn"
-    latent_dim: int = 4
-    encoder_hidden: int = 25
-    encoder_ode_units: int = 25
-    dynamics_hidden: int = 20
-    dynamics_layers: int = 1
-    activation: str = "elu"
-    decoder_hidden: int = 20
-    obs_std_init: float = 0.1
+    # model: the network's own defaults (Chen et al.'s spiral sizes)
+    encoder: str = LatentODEConfig.encoder
+    latent_dim: int = LatentODEConfig.latent_dim
+    encoder_hidden: int = LatentODEConfig.encoder_hidden
+    encoder_ode_units: int = LatentODEConfig.encoder_ode_units
+    dynamics_hidden: int = LatentODEConfig.dynamics_hidden
+    dynamics_layers: int = LatentODEConfig.dynamics_layers
+    activation: str = LatentODEConfig.activation
+    decoder_hidden: int = LatentODEConfig.decoder_hidden
+    obs_std_init: float = LatentODEConfig.obs_std_init
     time_span: float = 1.0          # normalised time: the median training series spans this
     # latent ODE solver; the ODE-RNN encoder's is encoder_method at encoder_step_size
     method: str = "dopri5"
