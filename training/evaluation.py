@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.model.forecaster import Forecaster, ForecastQuery
+from service.model.forecaster import Forecaster, ForecastQuery, beyond_reach, never_observed
 from service.model.series import Series
 from training import distributed
 from training.holdout import MIN_CONTEXT, Holdout, recent
@@ -39,9 +39,9 @@ def answerable(context: Series, at: np.ndarray, truth: np.ndarray, part: np.ndar
     None (left out of the metrics) when the context never observes a channel and the model does
     not answer such a series (``unseen_channels``)."""
     context = recent(context, max_span)
-    if not unseen_channels and np.isnan(context.values).all(axis=0).any():
+    if not unseen_channels and never_observed(context.values) is not None:
         return None
-    reachable = (at >= context.times[0] - behind) & (at <= context.times[0] + max_span)
+    reachable = ~beyond_reach(context.times[0], at, max_span, behind)
     part = np.broadcast_to(np.asarray(part), at.shape)
     query = ForecastQuery(context.times, context.values, at[reachable])
     return Target(query, truth[reachable], part[reachable])

@@ -62,7 +62,6 @@ from training.data.spirals import split_spirals
 from training.data.splits import check_split, split_by_series
 from training.evaluation import (
     Target,
-    answerable,
     backcast_targets,
     evaluate,
     future_targets,
@@ -243,8 +242,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     }
     check_validation_holds_out(val_series, [*train_series, *val_series, *test_series], config.extrap_fraction)
     holdouts = holdouts_of(val_series, config, stream=0, max_span=max_span)
-    reach = max_span, checkpoint_config["unseen_channels"]
-    val_targets = holdout_targets(holdouts, *reach)
+    unseen = checkpoint_config["unseen_channels"]
+    val_targets = holdout_targets(holdouts, max_span, unseen)
     if not any(target.query.at.size for target in val_targets):  # else epoch 1 would be kept, silently
         raise ValueError(f"none of the {len(val_series)} validation series can be measured as the "
                          f"server would ask them: within the longest training series ({max_span:.6g}) each "
@@ -253,9 +252,8 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
                          "does not answer")
     if ctx.is_main:
         report_left_out("validation", holdouts, val_targets)
-    backcasts = dict(extrap_fraction=config.extrap_fraction, max_span=max_span, max_backcast=max_backcast,
-                     unseen_channels=reach[1])
-    val_targets = (val_targets + backcast_targets(val_series, **backcasts))[ctx.rank::ctx.world_size]
+    val_backcasts = backcast_targets(val_series, config.extrap_fraction, max_span, max_backcast, unseen)
+    val_targets = (val_targets + val_backcasts)[ctx.rank::ctx.world_size]
     measure = dict(batch_size=config.batch_size, num_samples=config.val_samples, seed=config.seed)
 
     start_epoch, step, best = 0, 0, None
@@ -310,19 +308,20 @@ def train(config: TrainConfig, train_series: list[Series], val_series: list[Seri
     checkpoint_config["finished"] = True  # the model kept, measured on the test series below
     forecaster = Forecaster(model, checkpoint_config, "trained", "unsaved")
     test_holdouts = holdouts_of(list(test_series), config, 1, max_span)
-    test_targets = holdout_targets(test_holdouts, *reach)
+    test_targets = holdout_targets(test_holdouts, max_span, unseen)
     if ctx.is_main:
         report_left_out("test", test_holdouts, test_targets)
-    final_targets = {"val": future_targets(val_series, *reach),
-                     "test": test_targets + backcast_targets(list(test_series), **backcasts)
-                     + future_targets(list(test_series), *reach)}
+    test_targets += backcast_targets(list(test_series), config.extrap_fraction, max_span, max_backcast,
+                                     unseen)
+    final_targets = {"val": future_targets(val_series, max_span, unseen),
+                     "test": test_targets + future_targets(list(test_series), max_span, unseen)}
     for prefix_, targets in final_targets.items():
         best = {**best, **evaluate(forecaster, targets[ctx.rank::ctx.world_size], ctx, prefix_, **measure)}
     forecaster.metrics = best
     if out is not None and ctx.is_main:
         save_checkpoint(out, KIND, best_state, {**checkpoint_config, "metrics": best})
         forecaster = Forecaster.load(out)
-        drawable = [h for h in holdouts if answerable(h.context, h.extrap_times, h.extrap_values, "", *reach)]
+        drawable = [h for h in holdouts if forecaster.unseen_channel(h.context.values) is None]
         if config.plot_series > 0 and drawable:
             plot_forecasts(forecaster, drawable[:config.plot_series], out / PLOT_FILE, seed=config.seed)
     distributed.barrier(ctx)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from service.model.forecaster import Forecaster, ForecastQuery
-from training.holdout import Holdout, recent
+from training.holdout import Holdout
 
 POINTS_PER_CURVE = 300
 BAND = (0.05, 0.95)
@@ -41,14 +41,15 @@ def ground_truth(holdout: Holdout, series_end: float) -> tuple[np.ndarray, np.nd
 
 def plot_forecasts(forecaster: Forecaster, holdouts: list[Holdout], path: str | Path,
                    num_samples: int = 64, seed: int = 0) -> Path:
-    """Draw ``holdouts`` (a few validation series) and save the figure at ``path``."""
+    """Draw ``holdouts`` (a few validation series, each within the model's ``max_span``, as
+    :func:`training.latent_ode.holdouts_of` splits them) and save the figure at ``path``."""
     channels = forecaster.channels
     planar = len(channels) == 2
     columns = len(channels) + planar
     figure = Figure(figsize=(4 * columns, 3 * len(holdouts)))
     axes = figure.subplots(len(holdouts), columns, squeeze=False)
     for row, holdout in enumerate(holdouts):
-        context = recent(holdout.context, forecaster.max_span)   # a longer window is not read
+        context = holdout.context
         window_end = context.times[-1]
         future = np.asarray(context.extra.get("future_times", []))
         series_end = max([window_end, *holdout.extrap_times[-1:], *future[-1:]])

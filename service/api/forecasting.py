@@ -165,9 +165,6 @@ def _check_reach(at: np.ndarray, times: np.ndarray, sent: Sequence[float | str],
     distance, beyond = model.out_of_reach(times, at)
     if beyond.size:
         j = int(beyond[0])
-        if not math.isfinite(distance[j]):
-            raise _invalid((*loc, j), f"{shown(sent[j])} lies more than any float from the series' first "
-                           f"observation; model {model.name!r} does not answer there", "beyond_horizon")
         message = model.reach_message(distance[j], at[j] < times[0], model.time_unit or "time units")
         raise _invalid((*loc, j), f"{shown(sent[j])} {message}", "beyond_horizon")
 

@@ -30,11 +30,11 @@ measures how calibrated it is there), in user time units:
 
 - ``max_span``: the longest training series. A series' observations and the times asked after
   its first observation lie within that much of it, since every answer integrates from z0
-  there: longer windows, and forecasts further out, were never scored and came back confidently
-  wrong (on the spirals: 90 % intervals holding 15-50 % of new points);
+  there: longer windows, and forecasts further out, were never scored, and came back
+  confidently wrong;
 - ``max_backcast``: how far before the first observation a time may lie, as far as the trainer
   scored backcasts (``backcast_fraction``); 0 for a model never trained to backcast, whose
-  intervals there held 2-60 %.
+  intervals there were far too narrow (``benchmarks/README.md``, *Calibration*).
 
 A series that never observes a channel is answered only by a model trained to
 (``unseen_channels``, the trainer's ``hide_channel_fraction``): one that always saw every
@@ -46,6 +46,7 @@ longest training series: they answer within half of it, and never before the fir
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,20 @@ ANSWER_KEYS = ("max_span", "max_backcast", "unseen_channels")
 # divided into the model's unit): a time within a billionth of a limit is answered. Relative to
 # the limit, not to the times, so times near 1e17 get no slack of 16 or more.
 REACH_RTOL = 1e-9
+
+
+def never_observed(values: np.ndarray) -> int | None:
+    """The first channel that no row of ``values`` (n, C) observes, if any."""
+    never = np.flatnonzero(np.isnan(values).all(axis=0))
+    return int(never[0]) if never.size else None
+
+
+def beyond_reach(first: float, at: np.ndarray, max_span: float, max_backcast: float) -> np.ndarray:
+    """Which of ``at`` a model does not answer for a series whose first observation is ``first``:
+    beyond ``first + max_span`` or ``first - max_backcast``, as a client computes the limits (a
+    difference such as ``at - first`` can round one ulp above the limit for a time set to exactly
+    it), with ``REACH_RTOL`` of slack."""
+    return (at > first + max_span * (1 + REACH_RTOL)) | (at < first - max_backcast * (1 + REACH_RTOL))
 
 
 def answer_limits(name: str, config: dict[str, Any]) -> tuple[float, float, bool]:
@@ -196,10 +211,7 @@ class Forecaster:
     def unseen_channel(self, values: np.ndarray) -> int | None:
         """The first channel that no row of ``values`` (n, C) observes, for a model not trained to
         answer without one (``unseen_channels``); None if there is none, or the model was."""
-        if self.unseen_channels:
-            return None
-        never = np.flatnonzero(np.isnan(values).all(axis=0))
-        return int(never[0]) if never.size else None
+        return None if self.unseen_channels else never_observed(values)
 
     def unseen_channel_message(self, channel: int) -> str:
         return (f"channel {self.channels[channel]!r} is never observed in this series; model {self.name!r} "
@@ -238,17 +250,15 @@ class Forecaster:
 
     def out_of_reach(self, times: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How far each of ``at`` lies from the first of the increasing ``times`` (after it or
-        before it), and the indices of those the model does not answer: beyond ``first + max_span``
-        or ``first - max_backcast``, as a client computes the limits (a difference such as
-        ``at - first`` can round one ulp above the limit for a time set to exactly it), with
-        ``REACH_RTOL`` of slack."""
-        distance = np.abs(at - times[0])
-        span, backcast = self.max_span * (1 + REACH_RTOL), self.max_backcast * (1 + REACH_RTOL)
-        beyond = (at > times[0] + span) | (at < times[0] - backcast)
-        return distance, np.flatnonzero(beyond)
+        before it), and the indices of those the model does not answer (:func:`beyond_reach`)."""
+        beyond = beyond_reach(times[0], at, self.max_span, self.max_backcast)
+        return np.abs(at - times[0]), np.flatnonzero(beyond)
 
     def reach_message(self, distance: float, before: bool, unit: str) -> str:
         """Why a time ``distance`` before or after a series' first observation is not answered."""
+        if not math.isfinite(distance):
+            return (f"lies more than any float from the series' first observation; model {self.name!r} "
+                    "does not answer there")
         if before and self.max_backcast == 0:
             return (f"lies {distance:.10g} {unit} before the series' first observation; model {self.name!r} "
                     "was not trained to backcast: ask for times from the first observation on")
